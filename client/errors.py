@@ -1,0 +1,54 @@
+"""Exceptions raised by the client library."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class MessengerError(Exception):
+    """Base class of every error the client library raises on purpose."""
+
+
+class RpcError(MessengerError):
+    """The server answered with an error: a JSON-RPC error or an HTTP error status."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as `{"code", "message", "data"}`."""
+        return {"code": self.code, "message": self.message, "data": self.data}
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait before retrying (429 errors), if the server said so."""
+        if isinstance(self.data, dict):
+            value = self.data.get("retry_after")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    @property
+    def reason(self) -> str | None:
+        """`data.reason` (e.g. "banned"), if the server gave one."""
+        if isinstance(self.data, dict):
+            value = self.data.get("reason")
+            if isinstance(value, str):
+                return value
+        return None
+
+    @property
+    def is_transient(self) -> bool:
+        """True for HTTP 5xx statuses: the server may succeed if asked again later."""
+        return 500 <= self.code <= 599
+
+
+class ServerUnavailable(MessengerError):
+    """The server could not be reached, or the connection broke before an answer came."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason

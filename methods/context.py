@@ -1,0 +1,85 @@
+"""What every method gets: the store, the limits, the clock, and who is calling."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from store.base import Store
+from store.models import UserId
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every rule's number; each one is a server setting."""
+
+    history_size: int = 20
+    message_ttl: float = 3600
+    rate_limit: int = 20
+    rate_period: float = 3600
+    ban_threshold: int = 3
+    ban_duration: float = 14400
+    max_file_size: int = 5 * 1024 * 1024
+    max_text: int = 4000
+    poll_timeout: float = 30
+    poll_timeout_max: float = 60
+    max_schedule_ahead: float = 366 * 86400
+    login_max_failures: int = 5
+    login_window: float = 300
+    session_idle: float = 30 * 86400
+    polls_per_user: int = 20
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user behind a request."""
+
+    user_id: UserId
+    username: str
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """Transport facts a method may need (for throttling), nothing about HTTP itself."""
+
+    remote: str
+
+
+def rfc3339(ts: float) -> str:
+    """A UTC RFC 3339 timestamp with milliseconds."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """Seconds since the epoch, or None if `text` is not an RFC 3339 date-time with offset."""
+    try:
+        dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return dt.timestamp()
+
+
+@dataclass
+class Services:
+    """Long-lived collaborators shared by all methods (one per app, no globals)."""
+
+    store: Store
+    limits: Limits
+    files_dir: Path
+    version: str = "0.1.0"
+    clock: Callable[[], float] = time.time
+    started_at: float = field(default_factory=time.time)
+    openrpc: dict[str, Any] = field(default_factory=dict)
+    schedule_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    session_touches: dict[str, float] = field(default_factory=dict)
+
+    def now(self) -> float:
+        """The current time (injectable for tests)."""
+        return self.clock()

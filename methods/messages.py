@@ -1,0 +1,306 @@
+"""messages.send, messages.history, messages.scheduled, messages.cancel, and delivery rules."""
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+
+import orjson
+
+from methods import errors
+from methods.base import Method, Params, Result
+from methods.context import Caller, Request, Services, parse_rfc3339, rfc3339
+from methods.session import quota_window
+from methods.views import event_body, message_view, scheduled_view
+from store.models import (
+    GENERAL_CHAT, Chat, ChatId, MessageId, Scheduled, ScheduledId, StoredMessage, User, UserId,
+)
+from store.sql import SqlTx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a sender asked for, before it is checked and delivered."""
+
+    author_id: UserId
+    chat_id: str | None
+    to: str | None
+    text: str | None
+    attachments: tuple[str, ...]
+    comment_to: str | None
+
+
+def new_id(prefix: str) -> str:
+    """An opaque, unguessable id."""
+    return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+async def check_not_banned(tx: SqlTx, user: User, now: float) -> None:
+    """403 with reason `banned` while the user is banned."""
+    if user.banned_until is not None and user.banned_until > now:
+        raise errors.forbidden("you are banned from sending", reason="banned",
+                               until=rfc3339(user.banned_until))
+
+
+async def check_quota(tx: SqlTx, services: Services, user_id: UserId, now: float,
+                      consume: bool) -> None:
+    """429 with retry_after when the general-chat window is used up; else count one."""
+    window = quota_window(services, now)
+    used = await tx.quota_used(user_id, window)
+    if used >= services.limits.rate_limit:
+        retry = max(1, math.ceil(window + services.limits.rate_period - now))
+        raise errors.too_many(
+            f"general chat limit of {services.limits.rate_limit} messages reached", retry,
+            limit=services.limits.rate_limit)
+    if consume:
+        await tx.quota_add(user_id, window)
+
+
+def direct_key(a: UserId, b: UserId) -> str:
+    """The one direct chat of a pair, whichever of them writes first."""
+    lo, hi = sorted((int(a), int(b)))
+    return f"{lo}:{hi}"
+
+
+async def resolve_target(tx: SqlTx, author: User, draft: Draft, now: float,
+                         create: bool) -> tuple[Chat | None, User | None]:
+    """The chat a draft goes to (creating a direct chat when `create`), or the recipient."""
+    if draft.to is not None:
+        peer = await tx.find_user(draft.to)
+        if peer is None:
+            raise errors.not_found("user", username=draft.to)
+        chat = await tx.find_direct_chat(direct_key(author.user_id, peer.user_id))
+        if chat is None and create:
+            chat = Chat(ChatId(new_id("d")), "direct", None, None, now)
+            await tx.create_chat(chat, direct_key(author.user_id, peer.user_id))
+        if chat is not None and create:
+            for uid in {author.user_id, peer.user_id}:
+                if not await tx.is_member(chat.chat_id, uid):
+                    await tx.add_member(chat.chat_id, uid, now)
+        return chat, peer
+    assert draft.chat_id is not None
+    chat = await tx.get_chat(draft.chat_id)
+    if chat is None:
+        raise errors.not_found("chat", chat_id=draft.chat_id)
+    if not await tx.is_member(chat.chat_id, author.user_id):
+        raise errors.forbidden("not a member of this chat", chat_id=chat.chat_id)
+    return chat, None
+
+
+async def check_draft(tx: SqlTx, services: Services, author: User, draft: Draft,
+                      chat_id: str | None, now: float) -> list[dict[str, object]]:
+    """Rules every message obeys wherever it goes; the attachment objects."""
+    if draft.text is not None and len(draft.text) > services.limits.max_text:
+        raise errors.too_large(f"text longer than {services.limits.max_text} characters",
+                               max_text=services.limits.max_text)
+    if draft.comment_to is not None:
+        target = await tx.get_message(draft.comment_to, now)
+        if target is None or (chat_id is not None and target.chat_id != chat_id):
+            raise errors.not_found("message in this chat", message_id=draft.comment_to)
+    attachments: list[dict[str, object]] = []
+    for file_id in draft.attachments:
+        f = await tx.get_file(file_id)
+        if f is None or f.owner_id != author.user_id:
+            raise errors.not_found("file", file_id=file_id)
+        attachments.append({"file_id": f.file_id, "name": f.name, "size": f.size,
+                            "content_type": f.content_type})
+    return attachments
+
+
+async def deliver(tx: SqlTx, services: Services, draft: Draft, now: float) -> StoredMessage:
+    """Check every rule and store the message with its event (one transaction)."""
+    author = await tx.get_user(draft.author_id)
+    assert author is not None
+    await check_not_banned(tx, author, now)
+    chat, _ = await resolve_target(tx, author, draft, now, create=False)
+    attachments = await check_draft(tx, services, author, draft,
+                                    None if chat is None else chat.chat_id, now)
+    if chat is None:  # first message of a direct chat
+        chat, _ = await resolve_target(tx, author, draft, now, create=True)
+        assert chat is not None
+    if chat.chat_id == GENERAL_CHAT:
+        await check_quota(tx, services, author.user_id, now, consume=True)
+    expires = now + services.limits.message_ttl
+    message = StoredMessage(MessageId(new_id("m")), chat.chat_id, author.username,
+                            author.user_id, draft.text, orjson.dumps(attachments).decode(),
+                            None if draft.comment_to is None else MessageId(draft.comment_to),
+                            now, expires, 0)
+    stored = await tx.insert_message(message, event_body("message",
+                                                         message=message_view(message)))
+    for a in attachments:
+        await tx.attach_file(stored.message_id, a["file_id"], chat.chat_id)  # type: ignore
+    return stored
+
+
+def draft_from(caller: Caller, params: Params) -> Draft:
+    """A draft from validated `messages.send` params."""
+    return Draft(caller.user_id, params.get("chat_id"), params.get("to"), params.get("text"),
+                 tuple(params.get("attachments", ())), params.get("comment_to"))
+
+
+class Send(Method):
+    """Send to a chat or a user now, or schedule it with `send_at`."""
+
+    name = "messages.send"
+
+    async def call(self, services: Services, caller: Caller | None, params: Params,
+                   request: Request) -> Result:
+        assert caller is not None
+        draft = draft_from(caller, params)
+        if not draft.text and not draft.attachments:
+            raise errors.invalid_params("a message needs text or attachments", "")
+        now = services.now()
+        send_at = None
+        if "send_at" in params:
+            send_at = parse_rfc3339(params["send_at"])
+            if send_at is None:
+                raise errors.invalid_params("send_at is not an RFC 3339 date-time",
+                                            "/send_at")
+            if send_at - now > services.limits.max_schedule_ahead:
+                raise errors.invalid_params("send_at is more than a year ahead", "/send_at")
+        if send_at is not None and send_at > now:
+            return {"scheduled": await schedule(services, draft, send_at, now)}
+
+        async def send(tx: SqlTx) -> StoredMessage:
+            return await deliver(tx, services, draft, now)
+
+        stored = await services.store.write(send)
+        log.debug("%s sent %s to %s", caller.username, stored.message_id, stored.chat_id)
+        return {"message": message_view(stored)}
+
+
+async def schedule(services: Services, draft: Draft, send_at: float,
+                   now: float) -> dict[str, object]:
+    """Check the draft as if it were sent now, then store it for later."""
+
+    async def store_it(tx: SqlTx) -> Scheduled:
+        author = await tx.get_user(draft.author_id)
+        assert author is not None
+        await check_not_banned(tx, author, now)
+        chat, _ = await resolve_target(tx, author, draft, now, create=False)
+        chat_id = None if chat is None else chat.chat_id
+        await check_draft(tx, services, author, draft, chat_id, now)
+        if chat_id == GENERAL_CHAT:
+            await check_quota(tx, services, author.user_id, now, consume=False)
+        entry = Scheduled(ScheduledId(new_id("s")), author.user_id,
+                          None if draft.chat_id is None else ChatId(draft.chat_id), draft.to,
+                          draft.text, orjson.dumps(list(draft.attachments)).decode(),
+                          None if draft.comment_to is None else MessageId(draft.comment_to),
+                          send_at, now, "pending", None)
+        await tx.insert_scheduled(entry)
+        await tx.add_user_event(author.user_id, "scheduled", event_body(
+            "scheduled", action="created", scheduled=scheduled_view(entry)))
+        return entry
+
+    entry = await services.store.write(store_it)
+    services.schedule_changed.set()
+    log.info("scheduled %s for %s", entry.scheduled_id, entry.send_at)
+    return scheduled_view(entry)
+
+
+class History(Method):
+    """A page of a chat's live messages, oldest first; `before` pages further back."""
+
+    name = "messages.history"
+
+    async def call(self, services: Services, caller: Caller | None, params: Params,
+                   request: Request) -> Result:
+        assert caller is not None
+        chat_id: str = params["chat_id"]
+        limit: int = params.get("limit", 50)
+        before: str | None = params.get("before")
+        now = services.now()
+
+        async def page(tx: SqlTx) -> Result:
+            chat = await tx.get_chat(chat_id)
+            if chat is None:
+                raise errors.not_found("chat", chat_id=chat_id)
+            if not await tx.is_member(chat_id, caller.user_id):
+                raise errors.forbidden("not a member of this chat", chat_id=chat_id)
+            before_seq = None
+            if before is not None:
+                anchor = await tx.get_message(before, now)
+                if anchor is None or anchor.chat_id != chat_id:
+                    raise errors.not_found("message in this chat", message_id=before)
+                before_seq = anchor.seq
+            rows = await tx.history(chat_id, before_seq, limit + 1, now)
+            more = len(rows) > limit
+            rows = rows[-limit:]
+            return {"messages": [message_view(m) for m in rows], "more": more}
+
+        return await services.store.read(page)
+
+
+class ScheduledList(Method):
+    """The caller's pending scheduled messages, soonest first."""
+
+    name = "messages.scheduled"
+
+    async def call(self, services: Services, caller: Caller | None, params: Params,
+                   request: Request) -> Result:
+        assert caller is not None
+        rows = await services.store.read(lambda tx: tx.pending_scheduled(caller.user_id))
+        return {"scheduled": [scheduled_view(s) for s in rows]}
+
+
+class Cancel(Method):
+    """Cancel a pending scheduled message of the caller's."""
+
+    name = "messages.cancel"
+
+    async def call(self, services: Services, caller: Caller | None, params: Params,
+                   request: Request) -> Result:
+        assert caller is not None
+        scheduled_id: str = params["scheduled_id"]
+
+        async def cancel(tx: SqlTx) -> None:
+            entry = await tx.get_scheduled(scheduled_id)
+            if entry is None or entry.user_id != caller.user_id:
+                raise errors.not_found("scheduled message", scheduled_id=scheduled_id)
+            if entry.state != "pending":
+                raise errors.conflict(f"scheduled message already {entry.state}",
+                                      scheduled_id=scheduled_id, state=entry.state,
+                                      message_id=entry.message_id)
+            await tx.finish_scheduled(scheduled_id, "cancelled", None)
+            await tx.add_user_event(caller.user_id, "scheduled", event_body(
+                "scheduled", action="cancelled", scheduled=scheduled_view(entry),
+                reason="cancelled"))
+
+        await services.store.write(cancel)
+        services.schedule_changed.set()
+        log.info("%s cancelled %s", caller.username, scheduled_id)
+        return {}
+
+
+async def fire_due(services: Services, limit: int = 100) -> int:
+    """Deliver every scheduled message that is due, each exactly once; how many were handled."""
+    now = services.now()
+    due = await services.store.read(lambda tx: tx.due_scheduled(now, limit))
+    for entry in due:
+        draft = Draft(entry.user_id, entry.chat_id, entry.to_user, entry.text,
+                      tuple(orjson.loads(entry.attachments)), entry.comment_to)
+
+        async def fire(tx: SqlTx, entry: Scheduled = entry, draft: Draft = draft) -> None:
+            current = await tx.get_scheduled(entry.scheduled_id)
+            if current is None or current.state != "pending":
+                return  # cancelled meanwhile, or fired by another process
+            try:
+                stored = await deliver(tx, services, draft, now)
+            except errors.RpcError as exc:
+                await tx.finish_scheduled(entry.scheduled_id, "cancelled", None)
+                reason = (exc.data or {}).get("reason") or {
+                    429: "rate_limited", 404: "not_found", 403: "forbidden",
+                    413: "too_large"}.get(int(exc.code), "rejected")
+                await tx.add_user_event(entry.user_id, "scheduled", event_body(
+                    "scheduled", action="cancelled", scheduled=scheduled_view(entry),
+                    reason=reason))
+                log.info("scheduled %s dropped at send time: %s", entry.scheduled_id,
+                         exc.message)
+                return
+            await tx.finish_scheduled(entry.scheduled_id, "sent", stored.message_id)
+
+        await services.store.write(fire)
+    return len(due)

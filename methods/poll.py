@@ -1,0 +1,67 @@
+"""The long-poll use case: a user's events after a cursor, waiting for news if there is none."""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from methods.context import Caller, Services
+from store.models import EventRecord
+from store.sql import SqlTx
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    """Events after the cursor (serialized), the new cursor, and whether more are waiting."""
+
+    events: list[EventRecord]
+    cursor: int
+    more: bool
+
+
+def clamp_timeout(services: Services, requested: float | None) -> float:
+    """The wait a poll gets: the default, cut to the maximum, jittered ±10% when long."""
+    limits = services.limits
+    timeout = limits.poll_timeout if requested is None else min(requested,
+                                                                limits.poll_timeout_max)
+    timeout = max(0.0, timeout)
+    if timeout >= 5:
+        # Jitter so polls parked together do not all come back at once.
+        timeout = min(limits.poll_timeout_max, timeout * random.uniform(0.9, 1.1))
+    return timeout
+
+
+async def poll(services: Services, caller: Caller, cursor: int | None, timeout: float,
+               limit: int, stop: asyncio.Event | None = None) -> PollAnswer:
+    """Acknowledge up to `cursor`, then return the events after it (waiting up to `timeout`)."""
+    store = services.store
+    if cursor is None:
+        user = await store.read(lambda tx: tx.get_user(caller.user_id))
+        assert user is not None
+        cursor = user.read_seq
+    else:
+        acked = cursor
+
+        async def ack(tx: SqlTx) -> None:
+            await tx.set_read_marker(caller.user_id, min(acked, await tx.last_seq()))
+
+        store.write_soon(ack)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    after = cursor
+    while True:
+        # Register before reading, so a commit between the read and the wait still wakes us.
+        waiter = store.notifier.register(caller.user_id)
+        try:
+            events = await store.read(
+                lambda tx: tx.read_events(caller.user_id, after, limit + 1, services.now()))
+            if events:
+                more = len(events) > limit
+                events = events[:limit]
+                return PollAnswer(events, events[-1].seq, more)
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return PollAnswer([], after, False)
+            await asyncio.wait([waiter], timeout=remaining)
+        finally:
+            store.notifier.discard(caller.user_id, waiter)

@@ -1,0 +1,103 @@
+"""Server settings: every flag has an environment variable (MESSENGER_<FLAG>); flags win."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from methods.context import Limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where to listen and store, and the rules' numbers."""
+
+    host: str
+    port: int
+    data_dir: Path
+    store: str
+    database_url: str | None
+    max_body: int
+    max_batch: int
+    log_level: str
+    limits: Limits
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file."""
+        return self.data_dir / "messenger.db"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded files live."""
+        return self.data_dir / "files"
+
+
+# flag, type, default, help; the Limits field is the flag's name with underscores.
+_LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
+    ("history-size", int, "messages of the general chat returned by session.connect"),
+    ("message-ttl", float, "seconds a delivered message (and its comments) lives"),
+    ("rate-limit", int, "messages one user may post to the general chat per window"),
+    ("rate-period", float, "length in seconds of the general chat's fixed quota window"),
+    ("ban-threshold", int, "reports from distinct users that ban a user from sending"),
+    ("ban-duration", float, "seconds a ban lasts"),
+    ("max-file-size", int, "bytes per uploaded file"),
+    ("max-text", int, "characters per message text"),
+    ("poll-timeout", float, "default wait of a long poll, in seconds"),
+    ("poll-timeout-max", float,
+     "longest wait a poll may ask for (answers before proxies time out)"),
+    ("login-max-failures", int, "failed logins per username or address before 429"),
+    ("login-window", float, "seconds over which failed logins are counted"),
+    ("session-idle", float, "seconds after which an unused session (token) expires"),
+    ("polls-per-user", int, "parked polls one user may hold; the oldest is answered when exceeded"),
+]
+
+
+def _env(flag: str) -> str | None:
+    return os.environ.get("MESSENGER_" + flag.upper().replace("-", "_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `messenger-server` command line."""
+    defaults = Limits()
+    p = argparse.ArgumentParser(
+        prog="messenger-server",
+        description="Long-polling JSON-RPC messenger server. Every flag can also be set with "
+                    "the environment variable MESSENGER_<FLAG> (e.g. MESSENGER_MESSAGE_TTL); "
+                    "flags win. Durations are in seconds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=_env("host") or "127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=int(_env("port") or 8000), help="TCP port")
+    p.add_argument("--data-dir", type=Path, default=Path(_env("data-dir") or "./data"),
+                   help="directory of messenger.db (SQLite) and files/")
+    p.add_argument("--store", choices=["sqlite", "postgres"], default=_env("store") or "sqlite",
+                   help="sqlite (embedded, one process) or postgres (several processes)")
+    p.add_argument("--database-url", default=_env("database-url"),
+                   help="postgresql://... for --store postgres")
+    p.add_argument("--max-body", type=int, default=int(_env("max-body") or 1024 * 1024),
+                   help="bytes per /rpc request body")
+    p.add_argument("--max-batch", type=int, default=int(_env("max-batch") or 100),
+                   help="requests per JSON-RPC batch")
+    p.add_argument("--log-level", default=_env("log-level") or "INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    for flag, kind, text in _LIMIT_FLAGS:
+        attr = flag.replace("-", "_")
+        raw = _env(flag)
+        p.add_argument(f"--{flag}", type=kind,
+                       default=kind(raw) if raw is not None else getattr(defaults, attr),
+                       help=text)
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from the command line and the environment."""
+    args = build_parser().parse_args(argv)
+    limits = Limits(**{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+                       for flag, _, _ in _LIMIT_FLAGS})
+    if args.store == "postgres" and not args.database_url:
+        build_parser().error("--store postgres needs --database-url")
+    return Settings(host=args.host, port=args.port, data_dir=args.data_dir, store=args.store,
+                    database_url=args.database_url, max_body=args.max_body,
+                    max_batch=args.max_batch, log_level=args.log_level, limits=limits)

@@ -1,0 +1,68 @@
+"""Loads the JSON Schema files: the single source of truth for params, results and events."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SCHEMA_DIR = Path(__file__).parent
+DEFS_URI = "defs.json"
+
+Schema = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MethodSchema:
+    """One method's file: params and result schemas, error codes and examples."""
+
+    name: str
+    summary: str
+    description: str
+    params: Schema
+    result: Schema
+    errors: list[int]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    auth: bool = True
+
+
+def _read(path: Path) -> Schema:
+    data: Schema = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+@cache
+def defs() -> Schema:
+    """Shared definitions (message, chat, ...), referenced as `defs.json#/$defs/NAME`."""
+    return _read(SCHEMA_DIR / DEFS_URI)
+
+
+@cache
+def method_schemas() -> dict[str, MethodSchema]:
+    """Every method's schema file, by method name."""
+    out: dict[str, MethodSchema] = {}
+    for path in sorted((SCHEMA_DIR / "methods").glob("*.json")):
+        raw = _read(path)
+        out[raw["name"]] = MethodSchema(
+            name=raw["name"], summary=raw["summary"], description=raw["description"],
+            params=raw["params"], result=raw["result"], errors=list(raw.get("errors", [])),
+            examples=list(raw.get("examples", [])), auth=bool(raw.get("auth", True)))
+    return out
+
+
+@cache
+def event_schemas() -> dict[str, Schema]:
+    """Every event type's schema, by type."""
+    return {path.stem: _read(path) for path in sorted((SCHEMA_DIR / "events").glob("*.json"))}
+
+
+@cache
+def registry() -> Registry[Any]:
+    """A registry resolving `defs.json` references."""
+    resource: Resource[Any] = Resource.from_contents(defs(), default_specification=DRAFT202012)
+    reg: Registry[Any] = Registry().with_resource(DEFS_URI, resource)
+    return reg

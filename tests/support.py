@@ -1,0 +1,207 @@
+"""Test helpers: a real server process on a loopback port, and a schema-checking test client."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from jsonschema.protocols import Validator
+
+import schemas
+from rpc.validation import compile_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def unique_name(prefix: str = "u") -> str:
+    """A username no other test uses (3-32 of letters, digits, _)."""
+    return f"{prefix}{os.getpid() % 10000}_{next(_counter)}_{time.monotonic_ns() % 100000}"[:32]
+
+
+class ServerProcess:
+    """`messenger-server` as a subprocess with its own data directory."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServerProcess":
+        """Start and wait until it answers."""
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rpc.server", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), *self.args],
+            cwd=ROOT, stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/openrpc.json", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Stop it with a signal; its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Graceful stop, then start on the same port and data."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        """What the server logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+class SchemaChecker:
+    """Validates every result and event against schemas/ (the docs' own source)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Validator] = {
+            name: compile_schema(ms.result) for name, ms in schemas.method_schemas().items()}
+        self.events: dict[str, Validator] = {
+            name: compile_schema(s) for name, s in schemas.event_schemas().items()}
+
+    def result(self, method: str, result: Any) -> None:
+        """Raise if a method's result does not match its schema."""
+        self.results[method].validate(result)
+
+    def event(self, event: Any) -> None:
+        """Raise if an event does not match its type's schema."""
+        self.events[event["type"]].validate(event)
+
+
+CHECK = SchemaChecker()
+
+
+class RpcFailure(Exception):
+    """A JSON-RPC error answer."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error['code']}: {error['message']} {error.get('data')}")
+        self.code: int = error["code"]
+        self.message: str = error["message"]
+        self.data: Any = error.get("data")
+
+
+class Api:
+    """A bare JSON-RPC test client over real HTTP; checks each result and event's schema."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
+        self.http = http
+        self.url = url
+        self.token = token
+        self.username = ""
+        self.cursor: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Authorization header when logged in."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def raw(self, body: bytes | str) -> tuple[int, Any]:
+        """POST a raw body to /rpc; HTTP status and decoded answer (None if empty)."""
+        data = body.encode() if isinstance(body, str) else body
+        async with self.http.post(self.url + "/rpc", data=data, headers=self.headers()) as r:
+            content = await r.read()
+            return r.status, orjson.loads(content) if content else None
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call a method; its (schema-checked) result, or RpcFailure."""
+        status, answer = await self.raw(orjson.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        assert status == 200, (status, answer)
+        if "error" in answer:
+            assert answer["error"]["code"] != -32603, answer
+            raise RpcFailure(answer["error"])
+        CHECK.result(method, answer["result"])
+        return answer["result"]
+
+    async def error(self, method: str, **params: Any) -> RpcFailure:
+        """Call a method that must fail; the failure."""
+        try:
+            result = await self.call(method, **params)
+        except RpcFailure as failure:
+            return failure
+        raise AssertionError(f"{method} succeeded: {result}")
+
+    async def connect(self, username: str, password: str = "secret pw") -> Any:
+        """session.connect and keep the token."""
+        result = await self.call("session.connect", username=username, password=password)
+        self.token = result["token"]
+        self.username = result["username"]
+        return result
+
+    async def poll(self, cursor: int | None = None, timeout: float = 0,
+                   limit: int | None = None, advance: bool = True) -> Any:
+        """GET /poll; the schema-checked answer (cursor kept when `advance`)."""
+        query: dict[str, str] = {"timeout": str(timeout)}
+        if cursor is not None:
+            query["cursor"] = str(cursor)
+        if limit is not None:
+            query["limit"] = str(limit)
+        async with self.http.get(self.url + "/poll", params=query, headers=self.headers()) as r:
+            body = await r.json()
+            assert r.status == 200, (r.status, body)
+        for event in body["events"]:
+            CHECK.event(event)
+        seqs = [e["seq"] for e in body["events"]]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        if advance:
+            self.cursor = body["cursor"]
+        return body
+
+    async def next_events(self, timeout: float = 5) -> list[Any]:
+        """Poll from the kept cursor until something arrives."""
+        body = await self.poll(self.cursor, timeout=timeout)
+        events: list[Any] = body["events"]
+        return events
+
+
+async def wait_until(predicate: Any, timeout: float = 5, interval: float = 0.05) -> None:
+    """Await an async predicate becoming true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not reached in time")
