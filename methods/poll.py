@@ -35,6 +35,7 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
                limit: int, stop: asyncio.Event | None = None) -> PollAnswer:
     """Acknowledge up to `cursor`, then return the events after it (waiting up to `timeout`)."""
     store = services.store
+    ack: asyncio.Task[None] | None = None
     if cursor is None:
         user = await store.read(lambda tx: tx.get_user(caller.user_id))
         assert user is not None
@@ -42,13 +43,23 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
     else:
         acked = cursor
 
-        async def ack(tx: SqlTx) -> None:
+        async def move_marker(tx: SqlTx) -> None:
             await tx.set_read_marker(caller.user_id, min(acked, await tx.last_seq()))
 
-        store.write_soon(ack)
+        # Committed while we read or wait; the answer goes out only once it is durable.
+        ack = asyncio.create_task(store.write(move_marker))
+    try:
+        return await _wait_for_events(services, caller, cursor, timeout, limit, stop)
+    finally:
+        if ack is not None:
+            await ack
+
+
+async def _wait_for_events(services: Services, caller: Caller, after: int, timeout: float,
+                           limit: int, stop: asyncio.Event | None) -> PollAnswer:
+    store = services.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    after = cursor
     while True:
         # Register before reading, so a commit between the read and the wait still wakes us.
         waiter = store.notifier.register(caller.user_id)

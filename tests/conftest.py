@@ -35,7 +35,8 @@ def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client session."""
-    async with aiohttp.ClientSession() as session:
+    # No keep-alive: tests restart servers, and a pooled connection would then be stale.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         yield session
 
 
