@@ -197,7 +197,9 @@ async def handle_root(request: web.Request) -> web.StreamResponse:
 def make_store(settings: Settings) -> Store:
     """The configured backend."""
     if settings.store == "postgres":
-        raise SystemExit("--store postgres is not available yet")
+        from store.postgres import PostgresStore
+        assert settings.database_url
+        return PostgresStore(settings.database_url)
     return SqliteStore(settings.db_path)
 
 
