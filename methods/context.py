@@ -31,6 +31,7 @@ class Limits:
     login_window: float = 300
     session_idle: float = 30 * 86400
     polls_per_user: int = 20
+    polls_per_session: int = 4
 
 
 @dataclass(frozen=True)

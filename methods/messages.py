@@ -97,8 +97,9 @@ async def check_draft(tx: SqlTx, services: Services, author: User, draft: Draft,
         raise errors.too_large(f"text longer than {services.limits.max_text} characters",
                                max_text=services.limits.max_text)
     if draft.comment_to is not None:
+        # chat_id None is a direct chat that does not exist yet: nothing in it to comment on.
         target = await tx.get_message(draft.comment_to, now)
-        if target is None or (chat_id is not None and target.chat_id != chat_id):
+        if target is None or target.chat_id != chat_id:
             raise errors.not_found("message in this chat", message_id=draft.comment_to)
     attachments: list[dict[str, object]] = []
     for file_id in draft.attachments:

@@ -60,10 +60,13 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
     store = services.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        # Register before reading, so a commit between the read and the wait still wakes us.
-        waiter = store.notifier.register(caller.user_id)
-        try:
+    limits = services.limits
+    waiter = store.notifier.register(caller.user_id, caller.token_hash,
+                                     limits.polls_per_session, limits.polls_per_user)
+    try:
+        while True:
+            # Arm before reading, so a commit between the read and the wait still wakes us.
+            woken = waiter.arm()
             events = await store.read(
                 lambda tx: tx.read_events(caller.user_id, after, limit + 1, services.now()))
             if events:
@@ -71,8 +74,8 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
                 events = events[:limit]
                 return PollAnswer(events, events[-1].seq, more)
             remaining = deadline - loop.time()
-            if remaining <= 0 or (stop is not None and stop.is_set()):
+            if remaining <= 0 or waiter.evicted or (stop is not None and stop.is_set()):
                 return PollAnswer([], after, False)
-            await asyncio.wait([waiter], timeout=remaining)
-        finally:
-            store.notifier.discard(caller.user_id, waiter)
+            await asyncio.wait([woken], timeout=remaining)
+    finally:
+        store.notifier.discard(caller.user_id, waiter)

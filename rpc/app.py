@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 import schemas
 from methods import errors
@@ -72,13 +73,25 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     limit = request.app[SETTINGS].max_body
     if request.content_length is not None and request.content_length > limit:
         return _too_large_rpc(limit)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_body(request, limit)
+    if body is None:
         return _too_large_rpc(limit)
     answer = await request.app[DISPATCHER].handle(body, bearer(request), request_info(request))
     if answer is None:
         return web.Response(status=204)
     return json_response(answer)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large_rpc(limit: int) -> web.Response:
@@ -194,6 +207,20 @@ async def handle_root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/docs")
 
 
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HTTP errors keep their status; a bug becomes a bare 500 (traceback only in the log)."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return http_error(500, "internal error")
+
+
 def make_store(settings: Settings) -> Store:
     """The configured backend."""
     if settings.store == "postgres":
@@ -205,7 +232,7 @@ def make_store(settings: Settings) -> Store:
 
 def create_app(settings: Settings) -> web.Application:
     """The app factory: routes plus resources opened and closed with the app."""
-    app = web.Application(client_max_size=settings.max_body)
+    app = web.Application(client_max_size=settings.max_body, middlewares=[errors_as_json])
     app[SETTINGS] = settings
     app[STOPPING] = asyncio.Event()
     methods = discover_methods()

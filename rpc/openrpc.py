@@ -7,7 +7,9 @@ import schemas
 from methods.base import Method
 from methods.errors import ErrorCode
 
+OPENRPC_VERSION = "1.3.2"
 ERROR_MESSAGES: dict[int, str] = {
+    ErrorCode.INVALID_PARAMS: "Invalid params; data.path and data.schema_path say what failed",
     ErrorCode.UNAUTHORIZED: "No or bad token; wrong password for an existing username",
     ErrorCode.FORBIDDEN: "Not a member / not the owner; data.reason = banned with data.until",
     ErrorCode.NOT_FOUND: "No such chat, user, message, scheduled message, file or link",
@@ -16,22 +18,53 @@ ERROR_MESSAGES: dict[int, str] = {
     ErrorCode.TOO_MANY_REQUESTS: "Over the send quota or login throttle; data.retry_after",
 }
 REF_PREFIX = schemas.DEFS_URI + "#/$defs/"
+COMPONENTS_PREFIX = "#/components/schemas/"
+EVENT_PREFIX = "event."
+INFO_DESCRIPTION = (
+    "Long-polling JSON-RPC 2.0 messenger. POST /rpc for calls (single, batch or "
+    "notification; params by name), GET /poll for each user's event stream, POST /files and "
+    "GET /files/{file_id} for attachments. Authenticate with `Authorization: Bearer <token>` "
+    "from session.connect. Event schemas are under components.schemas as `event.<type>`. "
+    "Schemas are JSON Schema 2020-12 (a `$ref` with sibling keywords is wrapped in `allOf` "
+    "here, so draft-07 tools read them the same). A readable reference is served at /docs.")
+
+
+def component_name(ref: str) -> str:
+    """The components.schemas key a `$ref` of schemas/ points at."""
+    return ref.removeprefix(REF_PREFIX).removeprefix("#/$defs/")
 
 
 def to_components(node: Any) -> Any:
-    """Rewrite `defs.json#/$defs/X` (and defs-internal `#/$defs/X`) to components refs."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                name = value.removeprefix(REF_PREFIX).removeprefix("#/$defs/")
-                out[key] = f"#/components/schemas/{name}"
-            else:
-                out[key] = to_components(value)
-        return out
+    """Rewrite `defs.json#/$defs/X` (and defs-internal `#/$defs/X`) to components refs.
+
+    A `$ref` with sibling keywords becomes `allOf: [{$ref}]` plus the siblings: JSON Schema
+    2020-12 applies both, while draft-07 (which OpenRPC tools assume) would ignore the siblings.
+    """
     if isinstance(node, list):
         return [to_components(v) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    out = {key: value if key in ("examples", "default", "const", "enum")
+           else to_components(value) for key, value in node.items() if key != "$ref"}
+    ref = node.get("$ref")
+    if not isinstance(ref, str):
+        return out
+    target = {"$ref": COMPONENTS_PREFIX + component_name(ref)}
+    if not out:
+        return target
+    out["allOf"] = [target, *out.get("allOf", [])]
+    return out
+
+
+def _description(schema: schemas.Schema) -> str:
+    """A schema's own description, else that of the definition it refers to."""
+    if schema.get("description"):
+        return str(schema["description"])
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = schemas.defs()["$defs"].get(component_name(ref), {})
+        return str(target.get("description", ""))
+    return ""
 
 
 def _params(schema: schemas.Schema) -> list[dict[str, Any]]:
@@ -39,10 +72,25 @@ def _params(schema: schemas.Schema) -> list[dict[str, Any]]:
     if "$ref" in schema:
         return []
     required = set(schema.get("required", []))
-    return [{"name": name, "required": name in required,
-             "description": prop.get("description", ""),
+    return [{"name": name, "required": name in required, "description": _description(prop),
              "schema": to_components(prop)}
             for name, prop in schema.get("properties", {}).items()]
+
+
+def _errors(codes: list[int]) -> list[dict[str, Any]]:
+    """The codes a method can answer: its own, then -32602 (params are schema-checked)."""
+    return [{"code": code, "message": ERROR_MESSAGES[code]}
+            for code in [*codes, ErrorCode.INVALID_PARAMS]]
+
+
+def _example(example: dict[str, Any]) -> dict[str, Any]:
+    """A schemas/ example as an OpenRPC example pairing."""
+    out: dict[str, Any] = {"name": example["name"]}
+    if example.get("description"):
+        out["description"] = example["description"]
+    out["params"] = [{"name": k, "value": v} for k, v in example["params"].items()]
+    out["result"] = {"name": "result", "value": example["result"]}
+    return out
 
 
 def build_openrpc(methods: Mapping[str, Method], version: str = "0.1.0") -> dict[str, Any]:
@@ -51,35 +99,34 @@ def build_openrpc(methods: Mapping[str, Method], version: str = "0.1.0") -> dict
     for name, ms in sorted(schemas.method_schemas().items()):
         if name not in methods:
             continue
+        auth = methods[name].auth
         constraints = {k: v for k, v in ms.params.items() if k in ("oneOf", "anyOf")}
         entry: dict[str, Any] = {
             "name": name,
             "summary": ms.summary,
-            "description": ms.description + ("" if methods[name].auth
-                                             else " No token needed."),
+            "description": ms.description + ("" if auth else " No token needed."),
+            "tags": [{"name": name.split(".")[0]}],
             "paramStructure": "by-name",
             "params": _params(ms.params),
-            "result": {"name": "result", "schema": to_components(ms.result)},
-            "errors": [{"code": code, "message": ERROR_MESSAGES[code]} for code in ms.errors],
-            "examples": [{
-                "name": ex["name"],
-                "params": [{"name": k, "value": v} for k, v in ex["params"].items()],
-                "result": {"name": "result", "value": ex["result"]},
-            } for ex in ms.examples],
+            "result": {"name": "result", "description": _description(ms.result),
+                       "schema": to_components(ms.result)},
+            "errors": _errors(ms.errors),
+            "examples": [_example(ex) for ex in ms.examples],
+            "x-auth": "bearer" if auth else "none",
         }
         if constraints:
             entry["x-params-constraints"] = to_components(constraints)
         out_methods.append(entry)
     components = {name: to_components(s) for name, s in schemas.defs()["$defs"].items()}
     for type_, schema in schemas.event_schemas().items():
-        components[f"event.{type_}"] = to_components(
+        components[EVENT_PREFIX + type_] = to_components(
             {k: v for k, v in schema.items() if k != "$schema"})
     return {
-        "openrpc": "1.3.2",
+        "openrpc": OPENRPC_VERSION,
         "info": {"title": "Messenger JSON-RPC API", "version": version,
-                 "description": "Long-polling JSON-RPC 2.0 messenger. POST /rpc for calls, "
-                                "GET /poll for events; see /docs."},
-        "servers": [{"name": "this server", "url": "/rpc"}],
+                 "description": INFO_DESCRIPTION},
+        "servers": [{"name": "this server", "url": "/rpc",
+                     "description": "JSON-RPC 2.0 over HTTP POST, relative to this server."}],
         "methods": out_methods,
         "components": {"schemas": components},
     }

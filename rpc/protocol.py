@@ -30,12 +30,32 @@ class Call:
     is_notification: bool
 
 
+MAX_DEPTH = 32
+
+
 def parse(body: bytes) -> object:
-    """Decode the body, or raise -32700."""
+    """Decode the body, or raise -32700 (-32600 when nested deeper than any request needs)."""
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise errors.parse_error(str(exc)) from None
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(payload) > MAX_DEPTH:
+        raise errors.invalid_request(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return payload
+
+
+def _depth(node: object) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(node, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
 
 
 def envelope(item: object) -> Call:
@@ -94,7 +114,7 @@ class Dispatcher:
         try:
             payload = parse(body)
         except errors.RpcError as err:
-            log.warning("rejected unparsable request from %s", request.remote)
+            log.warning("rejected unparsable request from %s: %s", request.remote, err.data)
             return error_response(err, None)
         if isinstance(payload, list):
             if not payload:

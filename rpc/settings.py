@@ -52,6 +52,7 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     ("login-window", float, "seconds over which failed logins are counted"),
     ("session-idle", float, "seconds after which an unused session (token) expires"),
     ("polls-per-user", int, "parked polls one user may hold; the oldest is answered when exceeded"),
+    ("polls-per-session", int, "parked polls one session may hold; the oldest is answered"),
 ]
 
 

@@ -10,23 +10,59 @@ T = TypeVar("T")
 TxFn = Callable[[SqlTx], Awaitable[T]]
 
 
+class Waiter:
+    """One parked poll: a future re-armed after every wake, and whether it was pushed out."""
+
+    __slots__ = ("future", "session", "evicted")
+
+    def __init__(self, session: str) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.session = session
+        self.evicted = False
+
+    def arm(self) -> asyncio.Future[None]:
+        """A pending future for the next wake (registering happens before reading)."""
+        if self.future.done():
+            self.future = asyncio.get_running_loop().create_future()
+        return self.future
+
+    def wake(self) -> None:
+        """Tell the poll to look again."""
+        if not self.future.done():
+            self.future.set_result(None)
+
+
 class Notifier:
-    """Per-user sets of waiting futures; carries no payloads, only "look again"."""
+    """Per-user parked polls; carries no payloads, only "look again"."""
 
     def __init__(self) -> None:
-        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        # dicts keep insertion order: the first waiter of a user is their oldest poll.
+        self._waiters: dict[int, dict[Waiter, None]] = {}
 
-    def register(self, user_id: int) -> asyncio.Future[None]:
-        """A future that completes at the next write concerning the user."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(user_id, set()).add(fut)
-        return fut
+    def register(self, user_id: int, session: str = "", per_session: int = 0,
+                 per_user: int = 0) -> Waiter:
+        """Park a poll; past a cap, the oldest poll of the session or user is pushed out."""
+        waiters = self._waiters.setdefault(user_id, {})
+        if per_session:
+            same = [w for w in waiters if w.session == session]
+            if len(same) >= per_session:
+                self._evict(user_id, same[0])
+        if per_user and len(waiters) >= per_user:
+            self._evict(user_id, next(iter(waiters)))
+        waiter = Waiter(session)
+        waiters[waiter] = None
+        return waiter
 
-    def discard(self, user_id: int, fut: asyncio.Future[None]) -> None:
+    def _evict(self, user_id: int, waiter: Waiter) -> None:
+        waiter.evicted = True
+        waiter.wake()
+        self.discard(user_id, waiter)
+
+    def discard(self, user_id: int, waiter: Waiter) -> None:
         """Forget a waiter (its poll answered, timed out or was cancelled)."""
         waiters = self._waiters.get(user_id)
         if waiters is not None:
-            waiters.discard(fut)
+            waiters.pop(waiter, None)
             if not waiters:
                 del self._waiters[user_id]
 
@@ -46,9 +82,8 @@ class Notifier:
         else:
             targets = [self._waiters[u] for u in wakeups.users if u in self._waiters]
         for waiters in targets:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            for waiter in waiters:
+                waiter.wake()
 
     def wake_everyone(self) -> None:
         """Wake every parked poll (shutdown)."""

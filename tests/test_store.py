@@ -175,7 +175,8 @@ async def test_scheduled_finishes_exactly_once(store: Store) -> None:
 async def test_notifier_wakes_members_after_commit(store: Store) -> None:
     a = await make_user(store, "na")
     waiter = store.notifier.register(a.user_id)
+    woken = waiter.arm()
     await send(store, GENERAL_CHAT, a, "wake")
-    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(woken, 1)
     store.notifier.discard(a.user_id, waiter)
     assert store.notifier.waiting(a.user_id) == 0
