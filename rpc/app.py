@@ -227,7 +227,7 @@ def make_store(settings: Settings) -> Store:
         from store.postgres import PostgresStore
         assert settings.database_url
         return PostgresStore(settings.database_url)
-    return SqliteStore(settings.db_path)
+    return SqliteStore(settings.db_path, power_safe=settings.durability == "power")
 
 
 def create_app(settings: Settings) -> web.Application:

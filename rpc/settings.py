@@ -19,6 +19,7 @@ class Settings:
     data_dir: Path
     store: str
     database_url: str | None
+    durability: str
     max_body: int
     max_batch: int
     log_level: str
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sqlite (embedded, one process) or postgres (several processes)")
     p.add_argument("--database-url", default=_env("database-url"),
                    help="postgresql://... for --store postgres")
+    p.add_argument("--durability", choices=["crash", "power"],
+                   default=_env("durability") or "crash",
+                   help="crash: an acknowledged write survives a crash or kill -9 of the "
+                        "server (SQLite synchronous=NORMAL); power: it also survives power "
+                        "loss (fsync on every commit; slower on most disks)")
     p.add_argument("--max-body", type=int, default=int(_env("max-body") or 1024 * 1024),
                    help="bytes per /rpc request body")
     p.add_argument("--max-batch", type=int, default=int(_env("max-batch") or 100),
@@ -100,5 +106,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     if args.store == "postgres" and not args.database_url:
         build_parser().error("--store postgres needs --database-url")
     return Settings(host=args.host, port=args.port, data_dir=args.data_dir, store=args.store,
-                    database_url=args.database_url, max_body=args.max_body,
+                    database_url=args.database_url, durability=args.durability,
+                    max_body=args.max_body,
                     max_batch=args.max_batch, log_level=args.log_level, limits=limits)
