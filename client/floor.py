@@ -26,7 +26,8 @@ def _result(app: web.Application, method: str, params: dict[str, Any]) -> dict[s
         return {"chat": {"chat_id": "floor", "kind": "group", "title": "floor", "owner": None,
                          "members": []}}
     if method == "messages.send":
-        seq = next(app[COUNTER])
+        counter: Iterator[int] = app[COUNTER]
+        seq = next(counter)
         message = {"message_id": f"m{seq}", "chat_id": params.get("chat_id", "floor"),
                    "author": "floor", "text": params.get("text"), "attachments": [],
                    "comment_to": None, "sent_at": "", "expires_at": ""}
