@@ -14,6 +14,7 @@ from store.models import UserId
 from store.sql import SqlTx
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+ADDRESS_FACTOR = 10
 
 
 def _b64(raw: bytes) -> str:
@@ -89,8 +90,10 @@ async def check_login_throttle(tx: SqlTx, services: Services, keys: list[str]) -
     limits = services.limits
     now = services.now()
     for key in keys:
+        # One address (a NAT, an office) may hold many users: it gets ten times the room.
+        allowed = limits.login_max_failures * (ADDRESS_FACTOR if key.startswith("addr:") else 1)
         failures = await tx.login_failures(key, now - limits.login_window)
-        if len(failures) >= limits.login_max_failures:
-            retry = failures[-limits.login_max_failures] + limits.login_window - now
+        if len(failures) >= allowed:
+            retry = failures[-allowed] + limits.login_window - now
             raise errors.too_many("too many failed logins; try again later",
                                   max(1, math.ceil(retry)))
