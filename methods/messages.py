@@ -5,6 +5,7 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -111,8 +112,12 @@ async def check_draft(tx: SqlTx, services: Services, author: User, draft: Draft,
     return attachments
 
 
-async def deliver(tx: SqlTx, services: Services, draft: Draft, now: float) -> StoredMessage:
-    """Check every rule and store the message with its event (one transaction)."""
+async def deliver(tx: SqlTx, services: Services, draft: Draft,
+                  now: float) -> tuple[StoredMessage, dict[str, Any]]:
+    """Check every rule and store the message with its event (one transaction).
+
+    Returns the stored message and its wire form (built once, for the event and the reply).
+    """
     author = await tx.get_user(draft.author_id)
     assert author is not None
     await check_not_banned(tx, author, now)
@@ -129,11 +134,11 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft, now: float) -> St
                             author.user_id, draft.text, orjson.dumps(attachments).decode(),
                             None if draft.comment_to is None else MessageId(draft.comment_to),
                             now, expires, 0)
-    stored = await tx.insert_message(message, event_body("message",
-                                                         message=message_view(message)))
+    view = message_view(message)
+    stored = await tx.insert_message(message, event_body("message", message=view))
     for a in attachments:
         await tx.attach_file(stored.message_id, a["file_id"], chat.chat_id)  # type: ignore
-    return stored
+    return stored, view
 
 
 def draft_from(caller: Caller, params: Params) -> Draft:
@@ -165,12 +170,12 @@ class Send(Method):
         if send_at is not None and send_at > now:
             return {"scheduled": await schedule(services, draft, send_at, now)}
 
-        async def send(tx: SqlTx) -> StoredMessage:
+        async def send(tx: SqlTx) -> tuple[StoredMessage, dict[str, Any]]:
             return await deliver(tx, services, draft, now)
 
-        stored = await services.store.write(send)
+        stored, view = await services.store.write(send)
         log.debug("%s sent %s to %s", caller.username, stored.message_id, stored.chat_id)
-        return {"message": message_view(stored)}
+        return {"message": view}
 
 
 async def schedule(services: Services, draft: Draft, send_at: float,
@@ -289,7 +294,7 @@ async def fire_due(services: Services, limit: int = 100) -> int:
             if current is None or current.state != "pending":
                 return  # cancelled meanwhile, or fired by another process
             try:
-                stored = await deliver(tx, services, draft, now)
+                stored, _ = await deliver(tx, services, draft, now)
             except errors.RpcError as exc:
                 await tx.finish_scheduled(entry.scheduled_id, "cancelled", None)
                 reason = (exc.data or {}).get("reason") or {

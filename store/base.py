@@ -70,6 +70,10 @@ class Notifier:
         """Parked polls of a user."""
         return len(self._waiters.get(user_id, ()))
 
+    def __bool__(self) -> bool:
+        """Whether any poll is parked."""
+        return bool(self._waiters)
+
     @property
     def total_waiting(self) -> int:
         """All parked polls."""

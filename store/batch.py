@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 from store.base import Notifier, T, TxFn
+from store.models import UserId
 from store.sql import Db, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,22 @@ class BatchingStore(ABC):
     @abstractmethod
     async def _rollback(self) -> None:
         """Abandon the batch after a failed commit."""
+
+    @abstractmethod
+    async def read(self, fn: TxFn[T]) -> T:
+        """Run `fn` against the latest committed state."""
+
+    async def wake(self, wakeups: Wakeups) -> None:
+        """Wake this process's parked polls that a committed write concerns."""
+        if not self.notifier:
+            return
+        if wakeups.chats and not wakeups.everyone:
+            for chat_id in wakeups.chats:
+                wakeups.users.update(await self._members(chat_id))
+        self.notifier.wake(wakeups)
+
+    async def _members(self, chat_id: str) -> list[UserId]:
+        return await self.read(lambda tx: tx.member_ids(chat_id))
 
     # -- the queue -----------------------------------------------------------------------
     def _start_writer(self) -> None:
@@ -122,7 +139,7 @@ class BatchingStore(ABC):
         except BaseException:
             await self._rollback()
             raise
-        self.notifier.wake(wakeups)
+        await self.wake(wakeups)
         for fut, result, error in outcomes:
             if fut is None or fut.done():
                 continue

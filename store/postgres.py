@@ -11,6 +11,7 @@ LISTENs and wakes its own parked polls. Nothing polls the database in a loop.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 
 from store.base import T, TxFn
 from store.batch import BatchingStore
@@ -71,24 +73,25 @@ class PgDb:
 
 
 def encode_wakeups(origin: str, wakeups: Wakeups) -> str | None:
-    """The NOTIFY payload: origin process, then `*` or the user ids concerned."""
-    if wakeups.everyone:
-        return f"{origin}|*"
-    if not wakeups.users:
+    """The NOTIFY payload: the origin process and whom the commit concerns."""
+    if not (wakeups.everyone or wakeups.users or wakeups.chats):
         return None
-    payload = f"{origin}|" + ",".join(str(u) for u in sorted(wakeups.users))
-    return payload if len(payload) < 7000 else f"{origin}|*"
+    body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
+            "c": sorted(wakeups.chats)}
+    payload = orjson.dumps(body).decode()
+    if len(payload) > 7000:  # NOTIFY payloads are small: wake everyone instead
+        payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": []}).decode()
+    return payload
 
 
 def decode_wakeups(payload: str) -> tuple[str, Wakeups]:
     """Inverse of `encode_wakeups`."""
-    origin, _, body = payload.partition("|")
+    body = orjson.loads(payload)
     w = Wakeups()
-    if body == "*":
-        w.everyone = True
-    elif body:
-        w.users = {int(u) for u in body.split(",")}
-    return origin, w
+    w.everyone = bool(body["e"])
+    w.users = {int(u) for u in body["u"]}
+    w.chats = set(body["c"])
+    return str(body["o"]), w
 
 
 class PostgresStore(BatchingStore):
@@ -104,6 +107,7 @@ class PostgresStore(BatchingStore):
         self._listener: Any = None
         self._tx: Any = None
         self._savepoints: list[Any] = []
+        self._wake_tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Connect, migrate (once, under a lock), listen, start the writer."""
@@ -135,8 +139,10 @@ class PostgresStore(BatchingStore):
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         origin, wakeups = decode_wakeups(payload)
-        if origin != self.origin:  # our own commits woke our polls already
-            self.notifier.wake(wakeups)
+        if origin != self.origin and self.notifier:  # our own commits woke ours already
+            task = asyncio.create_task(self.wake(wakeups))
+            self._wake_tasks.add(task)
+            task.add_done_callback(self._wake_tasks.discard)
 
     async def close(self) -> None:
         """Drain writes, stop listening, close connections."""

@@ -70,11 +70,15 @@ class Wakeups:
     def __init__(self) -> None:
         self.everyone = False
         self.users: set[int] = set()
+        # Chats whose members to wake; resolved to users after the commit, and only when
+        # someone is waiting at all (a send with nobody polling costs no member lookup).
+        self.chats: set[str] = set()
 
     def merge(self, other: "Wakeups") -> None:
         """Add another transaction's wakeups."""
         self.everyone = self.everyone or other.everyone
         self.users |= other.users
+        self.chats |= other.chats
 
 
 class SqlTx:
@@ -227,6 +231,7 @@ class SqlTx:
 
     async def remove_member(self, chat_id: ChatId, user_id: UserId) -> None:
         """End a membership after the last event so far (which the leaver still sees)."""
+        self.wakeups.users.add(user_id)
         await self.db.execute(
             "UPDATE members SET left_seq = ? WHERE chat_id = ? AND user_id = ?"
             " AND left_seq IS NULL", await self.last_seq(), chat_id, user_id)
@@ -303,7 +308,7 @@ class SqlTx:
         if chat_id == GENERAL_CHAT:
             self.wakeups.everyone = True
         else:
-            self.wakeups.users.update(await self.member_ids(chat_id))
+            self.wakeups.chats.add(chat_id)
         return int(r[0])
 
     async def add_user_event(self, user_id: UserId, type_: str, body: bytes) -> int:
