@@ -377,8 +377,6 @@ class MessengerClient:
         result = orjson.loads(body)
         if not isinstance(result, dict):
             raise RpcError(-32603, "the server's upload answer is not an object", result)
-        if self.on_result is not None:
-            self.on_result("files.upload", result)
         return cast(FileInfo, result)
 
     async def download(self, file_id: str, dest_path: str | os.PathLike[str],

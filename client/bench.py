@@ -239,6 +239,40 @@ class Bench:
                 "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
                 **usage}
 
+    async def send_wrk(self, senders: int, duration: float) -> dict[str, Any]:
+        """The send scenario with wrk as the load generator (when Python is the bottleneck)."""
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            raise SystemExit("--wrk needs wrk on PATH (apt-get install wrk)")
+        clients = await self.users(senders, "w")
+        names = [f"w{self.tag}_{i}"[:32] for i in range(senders)]
+        chat_id = await self.group(clients[0], clients, names)
+        with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as f:
+            f.write(chat_id + "\n" + "\n".join(c.token or "" for c in clients) + "\n")
+        script = os.path.join(os.path.dirname(__file__), "bench_send.lua")
+        meter = Meter(self.target.pid)
+        proc = await asyncio.create_subprocess_exec(
+            wrk, "-t2", f"-c{senders}", f"-d{int(duration)}s", "--latency", "-s", script,
+            self.target.url, "--", f.name, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        usage = meter.read()
+        os.unlink(f.name)
+        text = out.decode()
+        row: dict[str, Any] = {"scenario": "send", "target": self.target.name,
+                               "generator": "wrk", "senders": senders}
+        for line in text.splitlines():
+            parts = line.split()
+            if line.startswith("Requests/sec:"):
+                row["acks_per_s"] = float(parts[1])
+            elif parts[:1] == ["50%"]:
+                row["p50_ms"] = _wrk_ms(parts[1])
+            elif parts[:1] == ["99%"]:
+                row["p99_ms"] = _wrk_ms(parts[1])
+            elif line.startswith("rpc_errors"):
+                row["errors"] = int(parts[1])
+        usage.pop("client_cpu_pct", None)  # wrk is another process
+        return {**row, **usage}
+
     async def fanout(self, pollers: int, users: int, messages: int,
                      interval: float) -> dict[str, Any]:
         """P parked polls in one chat; M sends: latency from each send's reply to each poll."""
@@ -344,6 +378,14 @@ class Bench:
                 **usage}
 
 
+def _wrk_ms(text: str) -> float:
+    """wrk's latency ("512.00us", "3.21ms", "1.02s") in milliseconds."""
+    for suffix, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return round(float(text[: -len(suffix)]) * factor, 2)
+    return float(text)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of result rows."""
     keys: list[str] = []
@@ -378,7 +420,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 connector = aiohttp.TCPConnector(limit=0)
                 async with aiohttp.ClientSession(connector=connector) as http:
                     bench = Bench(target, http, f"{tag}{scenario[0]}{target.name[0]}")
-                    if scenario == "send":
+                    if scenario == "send" and args.wrk:
+                        row = await bench.send_wrk(args.senders, args.duration)
+                    elif scenario == "send":
                         row = await bench.send(args.senders, args.duration)
                     elif scenario == "fanout":
                         row = await bench.fanout(args.pollers, args.users, args.messages,
@@ -420,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra flag for the spawned server (repeatable)")
     p.add_argument("--senders", type=int, default=32, help="send: concurrent senders")
+    p.add_argument("--wrk", action="store_true",
+                   help="send: generate the load with wrk (client/bench_send.lua)")
     p.add_argument("--duration", type=float, default=10, help="send: seconds")
     p.add_argument("--pollers", type=int, default=1000, help="fanout: parked polls")
     p.add_argument("--users", type=int, default=100,

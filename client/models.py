@@ -81,7 +81,7 @@ class ServerInfo(TypedDict):
     users_online: int
 
 
-class SessionInfo(TypedDict, total=False):
+class SessionInfo(TypedDict):
     """One connected client of the user in `session.status`."""
 
     client: str | None
@@ -142,9 +142,10 @@ class LinkResult(TypedDict):
 
 
 class JoinResult(TypedDict):
-    """The result of `chats.join`."""
+    """The result of `chats.join`: `pending` (the owner is asked) or already a `member`."""
 
     status: Literal["pending", "member"]
+    chat_id: str
 
 
 class DownloadResult(TypedDict):
@@ -171,6 +172,7 @@ class ScheduledEvent(TypedDict):
     type: Literal["scheduled"]
     action: Literal["created", "cancelled"]
     scheduled: Scheduled
+    reason: NotRequired[str]
 
 
 class ChatEvent(TypedDict):

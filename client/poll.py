@@ -74,8 +74,11 @@ class PollLoop:
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield every non-empty batch of events; the cursor advances once a batch is handled."""
         while True:
+            # After a failure, probe with a poll that answers at once, so a recovered server
+            # is noticed (and reported) now rather than when a long wait ends.
+            timeout = self.timeout if self.connected else 0
             try:
-                result = await self.client.poll(self.cursor, self.timeout, self.limit)
+                result = await self.client.poll(self.cursor, timeout, self.limit)
             except MessengerError as exc:
                 if not is_transient(exc):
                     raise

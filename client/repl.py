@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -30,6 +32,8 @@ from .render import (
     parse_when,
     rfc3339,
 )
+
+log = logging.getLogger(__name__)
 
 CLIENT_LABEL = "messenger-repl"
 HISTORY_DEFAULT = 20
@@ -117,9 +121,11 @@ class ChatBook:
         self.ids = ids
         self.chats: dict[str, Chat] = {}
         self.unread: dict[str, int] = {}
+        self.past: dict[str, Chat] = {}
 
     def replace(self, chats: Iterable[ChatInfo]) -> None:
         """Forget every chat and remember these (from session.status)."""
+        self.past.update(self.chats)
         self.chats = {}
         self.unread = {}
         for chat in chats:
@@ -130,9 +136,15 @@ class ChatBook:
         """Remember (or update) one chat."""
         self.chats[chat["chat_id"]] = chat
 
+    def remove(self, chat_id: str) -> None:
+        """Forget a chat the user left (its label is kept for late events)."""
+        chat = self.chats.pop(chat_id, None)
+        if chat is not None:
+            self.past[chat_id] = chat
+
     def label(self, chat_id: str) -> str:
         """The short label of a chat."""
-        chat = self.chats.get(chat_id)
+        chat = self.chats.get(chat_id) or self.past.get(chat_id)
         if chat is None:
             return "#general" if chat_id == "general" else f"#{self.ids.short(chat_id)}"
         if chat["kind"] == "general":
@@ -267,6 +279,8 @@ class Repl:
         self.shown_messages: set[str] = set()
         self.shown_scheduled: set[tuple[str, str]] = set()
         self.join_requests: dict[str, list[str]] = {}
+        # Chat events our own commands caused and already reported: (action, chat, user).
+        self.announced: set[tuple[str, str, str]] = set()
         self.poll_loop: PollLoop | None = None
         self.cursor: int | None = None
         self.handlers: dict[str, Callable[[str], Awaitable[bool | None]]] = {
@@ -329,7 +343,7 @@ class Repl:
         return (f"{self.ids.short(entry['scheduled_id'])} at {clock(entry['send_at'])} "
                 f"→ {target}: {text}{extra}")
 
-    def show_scheduled(self, action: str, entry: Scheduled) -> None:
+    def show_scheduled(self, action: str, entry: Scheduled, reason: str | None = None) -> None:
         """Print a scheduled message's creation or cancellation once."""
         key = (entry["scheduled_id"], action)
         if key in self.shown_scheduled:
@@ -339,7 +353,8 @@ class Repl:
             self.out(f"* scheduled {self.describe_scheduled(entry)}  "
                      f"(/cancel {self.ids.short(entry['scheduled_id'])})")
         else:
-            self.out(f"* cancelled scheduled {self.ids.short(entry['scheduled_id'])}")
+            why = f" ({reason.replace('_', ' ')})" if reason and reason != "cancelled" else ""
+            self.out(f"* cancelled scheduled {self.ids.short(entry['scheduled_id'])}{why}")
 
     # -- events ----------------------------------------------------------------------------
 
@@ -349,14 +364,15 @@ class Repl:
             await self._render_event(event)
         except MessengerError as exc:
             self.out(f"! {describe_error(exc)}")
-        except (KeyError, TypeError, ValueError):
+        except Exception:  # a malformed event must not stop the poll loop
+            log.exception("cannot render event %r", event)
             self.out(f"* event: {event!r}")
 
     async def _render_event(self, event: Event) -> None:
         if event["type"] == "message":
             await self.show_message(event["message"])
         elif event["type"] == "scheduled":
-            self.show_scheduled(event["action"], event["scheduled"])
+            self.show_scheduled(event["action"], event["scheduled"], event.get("reason"))
         elif event["type"] == "chat":
             await self._chat_event(event["action"], event["chat_id"], event["username"])
         elif event["type"] == "join_request":
@@ -390,6 +406,9 @@ class Repl:
                 members.remove(user)
             elif action != "left" and user not in members:
                 members.append(user)
+        if (action, chat_id, user) in self.announced:
+            self.announced.discard((action, chat_id, user))
+            return
         label = self.chats.label(chat_id)
         who = "you" if user == self.me else user
         verb = {"added": "were added to" if who == "you" else "was added to",
@@ -422,6 +441,9 @@ class Repl:
             self.out(f"! {describe_error(exc)}")
         except OSError as exc:
             self.out(f"! {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        except Exception as exc:  # a bug in one command must not end the session
+            log.exception("command %s failed", name)
+            self.out(f"! {name} failed: {exc!r}")
         return True
 
     async def send(self, *, chat_id: str | None = None, to: str | None = None,
@@ -590,6 +612,7 @@ class Repl:
         self.chats.add(chat)
         self.usernames.update(chat["members"])
         self.current = chat["chat_id"]
+        self.announced.add(("added", chat["chat_id"], self.me))
         self.out(f"* created {self.chats.label(chat['chat_id'])} with "
                  f"{', '.join(chat['members'])}; you are in it now")
 
@@ -597,6 +620,7 @@ class Repl:
         """Invite a user to the current chat."""
         user = self._needs(arg, "/invite USER").lstrip("@")
         await self.client.invite(self.current, user)
+        self.announced.add(("added", self.current, user))
         self.out(f"* invited {user} to {self.chats.label(self.current)}")
 
     async def cmd_link(self, arg: str) -> None:
@@ -629,6 +653,7 @@ class Repl:
         chat_id = self._request_chat(user)
         if approve:
             await self.client.approve(chat_id, user)
+            self.announced.add(("joined", chat_id, user))
         else:
             await self.client.decline(chat_id, user)
         pending = self.join_requests.get(user, [])
@@ -650,7 +675,8 @@ class Repl:
         chat_id = self.current
         label = self.chats.label(chat_id)
         await self.client.leave(chat_id)
-        self.chats.chats.pop(chat_id, None)
+        self.announced.add(("left", chat_id, self.me))
+        self.chats.remove(chat_id)
         self.current = "general"
         self.out(f"* you left {label}; now in #general")
 
@@ -725,7 +751,7 @@ async def _session(server: str, username: str, password: str, tty_input: Input |
             if repl.poll_loop is not None:
                 try:
                     await repl.poll_loop.stop()
-                except BaseException:
+                except Exception:  # its fatal error was already shown
                     pass
             if client.token is not None:
                 try:
@@ -771,9 +797,29 @@ async def _interact(repl: Repl, history: list[Message], tty_input: Input | None)
                 continue
             except EOFError:
                 break
-            if not await repl.execute(line):
+            if not await _run_interruptibly(repl, line):
                 break
     return 1 if fatal else 0
+
+
+async def _run_interruptibly(repl: Repl, line: str) -> bool:
+    """Run one input line; Ctrl-C cancels it (not the REPL). False means quit."""
+    task = asyncio.create_task(repl.execute(line))
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (NotImplementedError, RuntimeError):  # not the main thread / no signals here
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        repl.out("! interrupted")
+        return True
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _read_password(args: argparse.Namespace, tty_input: Input | None) -> str:
@@ -808,6 +854,8 @@ def run_repl(args: argparse.Namespace) -> int:
     """Run the interactive client for `messenger [--server URL] [--user NAME]`."""
     from .cli import resolve_server
 
+    # Log records (e.g. a failed command) must never print tracebacks over the REPL.
+    logging.getLogger("client").addHandler(logging.NullHandler())
     tty_input, problem = _terminal_input(args)
     if problem is not None:
         print(f"messenger: the interactive client needs a terminal ({problem}); "
