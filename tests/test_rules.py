@@ -1,0 +1,418 @@
+"""Message rules end to end: lifetime, general-chat quota, comments, scheduling, reports and bans.
+
+Every test runs a real server subprocess with seconds-long settings and talks to it over HTTP.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any, AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from tests.helpers import (
+    all_events_since, chat_of, connect_users, db_rows, events_until, message_texts, rfc3339,
+    sleep_until, ts,
+)
+from tests.support import Api, ServerProcess, wait_until
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+async def fresh_http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session without keep-alive, so it outlives server restarts."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        yield s
+
+
+# -- lifetime -------------------------------------------------------------------------------
+
+TTL = 1.5
+
+
+async def test_messages_and_comments_expire_everywhere(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """expires_at = sent_at + ttl; afterwards gone from history, poll, unread, and the database."""
+    server = server_factory("--message-ttl", str(TTL))
+    author, reader, commenter = await connect_users(http, server, 3)
+    start = reader.cursor
+    assert start is not None
+
+    sent = (await author.call("messages.send", chat_id="general", text="short-lived"))["message"]
+    comment = (await commenter.call("messages.send", chat_id="general", text="a comment",
+                                    comment_to=sent["message_id"]))["message"]
+    direct = (await author.call("messages.send", to=reader.username, text="psst"))["message"]
+    ids = {sent["message_id"], comment["message_id"], direct["message_id"]}
+    for m in (sent, comment, direct):
+        assert ts(m["expires_at"]) - ts(m["sent_at"]) == pytest.approx(TTL, abs=0.002)
+    assert comment["comment_to"] == sent["message_id"]
+
+    # Before expiry the messages are everywhere.
+    history = await reader.call("messages.history", chat_id="general")
+    assert [m["message_id"] for m in history["messages"]] == [sent["message_id"],
+                                                              comment["message_id"]]
+    events = await all_events_since(reader, start)
+    assert {e["message"]["message_id"] for e in events if e["type"] == "message"} == ids
+    status = await reader.call("session.status")
+    assert chat_of(status, "general") is not None
+    assert chat_of(status, "general")["unread"] == 2  # type: ignore[index]
+    assert chat_of(status, direct["chat_id"])["unread"] == 1  # type: ignore[index]
+    marks = ",".join("?" * len(ids))
+    in_db = db_rows(server, f"SELECT message_id FROM messages WHERE message_id IN ({marks})",
+                    *ids)
+    assert {r[0] for r in in_db} == ids
+
+    await sleep_until(max(ts(m["expires_at"]) for m in (sent, comment, direct)) + 0.05)
+
+    # After expiry: not in history, not in a re-poll of the old cursor, not unread.
+    for chat_id in ("general", direct["chat_id"]):
+        page = await reader.call("messages.history", chat_id=chat_id)
+        assert not ids & {m["message_id"] for m in page["messages"]}
+    events = await all_events_since(reader, start)
+    assert not [e for e in events if e["type"] == "message"]
+    status = await reader.call("session.status")
+    assert chat_of(status, "general")["unread"] == 0  # type: ignore[index]
+    assert chat_of(status, direct["chat_id"])["unread"] == 0  # type: ignore[index]
+    # An expired message can be neither commented on nor used as a history anchor.
+    failure = await author.error("messages.send", chat_id="general", text="late",
+                                 comment_to=sent["message_id"])
+    assert failure.code == 404
+    failure = await reader.error("messages.history", chat_id="general",
+                                 before=sent["message_id"])
+    assert failure.code == 404
+
+    # The purge (every max(0.5, ttl/4) s) deletes the rows and their events for real.
+    async def purged() -> bool:
+        left = db_rows(server, f"SELECT COUNT(*) FROM messages WHERE message_id IN ({marks})",
+                       *ids)[0][0]
+        left += db_rows(server, f"SELECT COUNT(*) FROM events WHERE message_id IN ({marks})",
+                        *ids)[0][0]
+        return bool(left == 0)
+
+    await wait_until(purged, timeout=3, interval=0.1)
+
+
+# -- general-chat quota ---------------------------------------------------------------------
+
+async def test_general_chat_quota(server_factory: ServerFactory,
+                                  http: aiohttp.ClientSession) -> None:
+    """3 general messages per 4 s window; the 4th is 429 with retry_after; other chats are free."""
+    limit, period = 3, 4.0
+    server = server_factory("--rate-limit", str(limit), "--rate-period", str(period))
+    sender, other = await connect_users(http, server, 2)
+    group = (await sender.call("chats.create", title="no quota here",
+                               members=[other.username]))["chat"]
+
+    # Direct and group chats are not limited and do not use up the general quota.
+    for n in range(limit + 2):
+        await sender.call("messages.send", to=other.username, text=f"direct {n}")
+        await sender.call("messages.send", chat_id=group["chat_id"], text=f"group {n}")
+
+    quota = (await sender.call("session.status"))["quota"]
+    assert quota["limit"] == limit and quota["remaining"] == limit
+    resets = ts(quota["resets_at"])
+    assert 0 < resets - time.time() <= period + 0.01
+    if resets - time.time() < 2.5:  # too little of this window left: use the next one
+        await sleep_until(resets + 0.05)
+        quota = (await sender.call("session.status"))["quota"]
+        assert quota["remaining"] == limit
+        assert ts(quota["resets_at"]) == pytest.approx(resets + period, abs=0.002)
+        resets = ts(quota["resets_at"])
+
+    for n in range(limit):
+        await sender.call("messages.send", chat_id="general", text=f"general {n}")
+        quota = (await sender.call("session.status"))["quota"]
+        assert quota["remaining"] == limit - 1 - n
+        assert ts(quota["resets_at"]) == pytest.approx(resets, abs=0.002)
+
+    failure = await sender.error("messages.send", chat_id="general", text="one too many")
+    now = time.time()
+    assert failure.code == 429
+    retry = failure.data["retry_after"]
+    assert isinstance(retry, int) and 1 <= retry <= math.ceil(period)
+    assert abs(retry - math.ceil(resets - now)) <= 1
+    # Scheduling into the general chat is checked against the quota too.
+    failure = await sender.error("messages.send", chat_id="general", text="later",
+                                 send_at=rfc3339(time.time() + 30))
+    assert failure.code == 429
+    # The refused messages left nothing behind.
+    history = await other.call("messages.history", chat_id="general")
+    assert [m["text"] for m in history["messages"]] == [f"general {n}" for n in range(limit)]
+    assert (await sender.call("messages.scheduled"))["scheduled"] == []
+    # A used-up general quota does not block other chats, nor other users.
+    await sender.call("messages.send", to=other.username, text="still fine")
+    await sender.call("messages.send", chat_id=group["chat_id"], text="still fine")
+    await other.call("messages.send", chat_id="general", text="my own quota")
+    assert time.time() < resets, "the checks above must run inside one quota window"
+
+    await sleep_until(resets + 0.05)
+    await sender.call("messages.send", chat_id="general", text="new window")
+    quota = (await sender.call("session.status"))["quota"]
+    assert quota["remaining"] == limit - 1
+    assert ts(quota["resets_at"]) == pytest.approx(resets + period, abs=0.002)
+
+
+# -- comments -------------------------------------------------------------------------------
+
+async def test_comments_stay_in_their_chat(server: ServerProcess,
+                                           http: aiohttp.ClientSession) -> None:
+    """A comment names a live message of the same chat; members get it as a message event."""
+    a, b, c = await connect_users(http, server, 3)
+    c_start = c.cursor
+    assert c_start is not None
+    group = (await a.call("chats.create", title="commenters", members=[b.username]))["chat"]
+    gid = group["chat_id"]
+
+    root = (await a.call("messages.send", chat_id="general", text="root"))["message"]
+    comment = (await b.call("messages.send", chat_id="general", text="re: root",
+                            comment_to=root["message_id"]))["message"]
+    assert comment["comment_to"] == root["message_id"] and comment["chat_id"] == "general"
+    for member in (a, c):
+        seen = await events_until(member, lambda e: e["type"] == "message"
+                                  and e["message"]["message_id"] == comment["message_id"])
+        event = next(e for e in seen if e["type"] == "message"
+                     and e["message"]["message_id"] == comment["message_id"])
+        assert event["message"]["comment_to"] == root["message_id"]
+
+    g_root = (await a.call("messages.send", chat_id=gid, text="group root"))["message"]
+    g_comment = (await b.call("messages.send", chat_id=gid, text="re: group root",
+                              comment_to=g_root["message_id"]))["message"]
+    assert g_comment["comment_to"] == g_root["message_id"]
+    seen = await events_until(a, lambda e: e["type"] == "message"
+                              and e["message"]["message_id"] == g_comment["message_id"])
+    assert g_root["message_id"] in [e["message"]["comment_to"] for e in seen
+                                    if e["type"] == "message"]
+    # c is not in the group: none of it reaches c.
+    assert message_texts(await all_events_since(c, c_start), gid) == []
+
+    # A message of another chat, or an unknown id, is 404 wherever the comment goes.
+    for params in (dict(chat_id=gid, comment_to=root["message_id"]),
+                   dict(chat_id="general", comment_to=g_root["message_id"]),
+                   dict(chat_id="general", comment_to="m_doesnotexist"),
+                   dict(chat_id="general", comment_to=g_root["message_id"],
+                        send_at=rfc3339(time.time() + 60))):
+        failure = await b.error("messages.send", text="misplaced", **params)
+        assert failure.code == 404, params
+
+    # Direct chats: a comment on the pair's own message works, one on a general message not,
+    # not even as the first message that would create the direct chat.
+    hello = (await a.call("messages.send", to=b.username, text="hello"))["message"]
+    reply = (await b.call("messages.send", to=a.username, text="re: hello",
+                          comment_to=hello["message_id"]))["message"]
+    assert reply["chat_id"] == hello["chat_id"] and reply["comment_to"] == hello["message_id"]
+    failure = await b.error("messages.send", to=a.username, text="x",
+                            comment_to=root["message_id"])
+    assert failure.code == 404
+    failure = await a.error("messages.send", to=c.username, text="first words",
+                            comment_to=root["message_id"])
+    assert failure.code == 404
+    # ...and the refused first message created no direct chat.
+    assert [ch["kind"] for ch in (await c.call("session.status"))["chats"]] == ["general"]
+    general = await c.call("messages.history", chat_id="general")
+    assert [m["message_id"] for m in general["messages"]] == [root["message_id"],
+                                                              comment["message_id"]]
+
+
+# -- scheduled messages ---------------------------------------------------------------------
+
+def scheduled_events(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(action, scheduled_id) of the `scheduled` events."""
+    return [(e["action"], e["scheduled"]["scheduled_id"]) for e in events
+            if e["type"] == "scheduled"]
+
+
+async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    """Delivered within a second after send_at, never before; listing, cancelling, limits."""
+    author, recipient, stranger = await connect_users(http, server, 3)
+    second_client = Api(http, server.url)  # another client of the author: same stream
+    second_client.cursor = (await second_client.connect(author.username))["cursor"]
+    start = recipient.cursor
+    assert start is not None
+
+    due = time.time() + 1.5
+    kept = await author.call("messages.send", to=recipient.username, text="on time",
+                             send_at=rfc3339(due))
+    assert list(kept) == ["scheduled"]
+    kept_s = kept["scheduled"]
+    assert kept_s["to"] == recipient.username and kept_s["chat_id"] is None
+    assert ts(kept_s["send_at"]) == pytest.approx(due, abs=0.002)
+    due = ts(kept_s["send_at"])
+    dropped_s = (await author.call("messages.send", chat_id="general", text="never",
+                                   send_at=rfc3339(due)))["scheduled"]
+    listing = (await author.call("messages.scheduled"))["scheduled"]
+    assert [s["scheduled_id"] for s in listing] == [kept_s["scheduled_id"],
+                                                    dropped_s["scheduled_id"]]
+    assert (await recipient.call("messages.scheduled"))["scheduled"] == []
+
+    # Only the author may cancel; an unknown id is 404 as well.
+    failure = await stranger.error("messages.cancel", scheduled_id=kept_s["scheduled_id"])
+    assert failure.code == 404
+    failure = await author.error("messages.cancel", scheduled_id="s_nosuchthing")
+    assert failure.code == 404
+    assert await author.call("messages.cancel", scheduled_id=dropped_s["scheduled_id"]) == {}
+    failure = await author.error("messages.cancel", scheduled_id=dropped_s["scheduled_id"])
+    assert failure.code == 409
+    listing = (await author.call("messages.scheduled"))["scheduled"]
+    assert [s["scheduled_id"] for s in listing] == [kept_s["scheduled_id"]]
+
+    # Every client of the author sees created, created, cancelled; the recipient sees none.
+    seen = await events_until(second_client, lambda e: e["type"] == "scheduled"
+                              and e["action"] == "cancelled")
+    assert scheduled_events(seen) == [("created", kept_s["scheduled_id"]),
+                                      ("created", dropped_s["scheduled_id"]),
+                                      ("cancelled", dropped_s["scheduled_id"])]
+
+    # Not before send_at...
+    seen = (await recipient.poll(recipient.cursor,
+                                 timeout=max(0.0, due - time.time() - 0.3)))["events"]
+    if time.time() < due:
+        assert seen == []
+    # ...but within about a second after it.
+    if not seen:
+        seen = await events_until(recipient, lambda e: e["type"] == "message", timeout=4)
+    arrived = time.time()
+    delivered = [e["message"] for e in seen if e["type"] == "message"]
+    assert [m["text"] for m in delivered] == ["on time"]
+    assert 0 <= ts(delivered[0]["sent_at"]) - due < 1.0
+    assert arrived - due < 2.5
+    assert scheduled_events(seen) == []
+
+    assert (await author.call("messages.scheduled"))["scheduled"] == []
+    failure = await author.error("messages.cancel", scheduled_id=kept_s["scheduled_id"])
+    assert failure.code == 409
+
+    # The cancelled one never arrives, and the sent one arrived once.
+    await sleep_until(due + 0.8)
+    general = await stranger.call("messages.history", chat_id="general")
+    assert "never" not in [m["text"] for m in general["messages"]]
+    assert message_texts(await all_events_since(recipient, start)) == ["on time"]
+
+    # send_at in the past: delivered now.
+    past = await author.call("messages.send", to=recipient.username, text="overdue",
+                             send_at=rfc3339(time.time() - 60))
+    assert list(past) == ["message"]
+    assert ts(past["message"]["sent_at"]) == pytest.approx(time.time(), abs=2)
+    seen = await events_until(recipient, lambda e: e["type"] == "message")
+    assert message_texts(seen) == ["overdue"]
+
+    # Up to a year ahead is fine; beyond it, or without a time zone, is invalid.
+    far = await author.call("messages.send", to=recipient.username, text="next year",
+                            send_at=rfc3339(time.time() + 360 * 86400))
+    await author.call("messages.cancel", scheduled_id=far["scheduled"]["scheduled_id"])
+    for send_at in (rfc3339(time.time() + 400 * 86400), "2030-01-01T00:00:00"):
+        failure = await author.error("messages.send", to=recipient.username, text="too far",
+                                     send_at=send_at)
+        assert failure.code == -32602, send_at
+    assert (await author.call("messages.scheduled"))["scheduled"] == []
+
+
+async def test_scheduled_message_survives_restart(
+        server_factory: ServerFactory, fresh_http: aiohttp.ClientSession) -> None:
+    """Due while the server is down: sent at start-up, exactly once, also after more restarts."""
+    server = server_factory()
+    author, recipient = await connect_users(fresh_http, server, 2)
+    start = recipient.cursor
+    assert start is not None
+    due = time.time() + 2.0
+    entry = (await author.call("messages.send", to=recipient.username, text="while you slept",
+                               send_at=rfc3339(due)))["scheduled"]
+
+    server.stop()
+    await sleep_until(due + 0.3)
+    restarted = time.time()
+    server.start()
+
+    seen = await events_until(recipient, lambda e: e["type"] == "message", timeout=3)
+    message = next(e["message"] for e in seen if e["type"] == "message")
+    assert message["text"] == "while you slept"
+    assert ts(message["sent_at"]) >= restarted
+    assert (await author.call("messages.scheduled"))["scheduled"] == []
+    failure = await author.error("messages.cancel", scheduled_id=entry["scheduled_id"])
+    assert failure.code == 409
+
+    await asyncio.sleep(1.2)  # at least one more scheduler pass
+    server.restart()
+    await asyncio.sleep(0.5)
+    history = await recipient.call("messages.history", chat_id=message["chat_id"])
+    assert [m["text"] for m in history["messages"]] == ["while you slept"]
+    assert message_texts(await all_events_since(recipient, start)) == ["while you slept"]
+
+
+# -- reports and bans -----------------------------------------------------------------------
+
+async def test_reports_and_bans(server_factory: ServerFactory,
+                                fresh_http: aiohttp.ClientSession) -> None:
+    """3 distinct reporters ban for 2 s: every send is 403 banned; reports reset; ban lifts."""
+    server = server_factory("--ban-threshold", "3", "--ban-duration", "2")
+    target, r1, r2, r3, r4 = await connect_users(fresh_http, server, 5)
+    r1_start = r1.cursor
+    assert r1_start is not None
+    group = (await target.call("chats.create", title="before the ban",
+                               members=[r1.username]))["chat"]
+    root = (await r1.call("messages.send", chat_id="general", text="root"))["message"]
+
+    assert (await target.error("users.report", username=target.username)).code == 409
+    assert (await r1.error("users.report", username="nobody_here_at_all")).code == 404
+    first = await r1.call("users.report", username=target.username)
+    assert first == {"reports": 1, "banned_until": None}
+    assert (await r1.error("users.report", username=target.username)).code == 409
+    second = await r2.call("users.report", username=target.username, reason="spam")
+    assert second == {"reports": 2, "banned_until": None}  # the duplicate was not counted
+
+    # Scheduled before the ban, due while it lasts: refused when it fires.
+    pending = (await target.call("messages.send", chat_id="general", text="from a banned user",
+                                 send_at=rfc3339(time.time() + 1.0)))["scheduled"]
+
+    asked = time.time()
+    third = await r3.call("users.report", username=target.username)
+    assert third["reports"] == 3 and third["banned_until"] is not None
+    until_text = third["banned_until"]
+    until = ts(until_text)
+    assert asked + 2.0 - 0.002 <= until <= time.time() + 2.0
+
+    seen = await events_until(target, lambda e: e["type"] == "ban")
+    assert [e["until"] for e in seen if e["type"] == "ban"] == [until_text]
+    for params in (dict(chat_id="general", text="x"), dict(to=r1.username, text="x"),
+                   dict(chat_id=group["chat_id"], text="x"),
+                   dict(chat_id="general", text="x", comment_to=root["message_id"]),
+                   dict(chat_id="general", text="x", send_at=rfc3339(time.time() + 60))):
+        failure = await target.error("messages.send", **params)
+        assert failure.code == 403, params
+        assert failure.data["reason"] == "banned" and failure.data["until"] == until_text
+    status = await target.call("session.status")
+    assert status["banned_until"] == until_text
+    assert (await r1.call("session.status"))["banned_until"] is None
+    await r1.call("messages.send", chat_id="general", text="reporters may still talk")
+
+    # The ban reset the reports: a new reporter counts 1 and the ban is unchanged.
+    assert await r4.call("users.report", username=target.username) == {
+        "reports": 1, "banned_until": until_text}
+
+    seen = await events_until(target, lambda e: e["type"] == "scheduled"
+                              and e["action"] == "cancelled", timeout=3)
+    cancelled = [e for e in seen if e["type"] == "scheduled" and e["action"] == "cancelled"]
+    assert cancelled[0]["scheduled"]["scheduled_id"] == pending["scheduled_id"]
+    assert cancelled[0]["reason"] == "banned"
+    assert "from a banned user" not in message_texts(await all_events_since(r1, r1_start))
+
+    # The ban lifts by itself.
+    await sleep_until(until + 0.05)
+    await target.call("messages.send", chat_id="general", text="I am back")
+    assert (await target.call("session.status"))["banned_until"] is None
+
+    # Banned again (r4's report still counts), across a restart.
+    assert (await r1.call("users.report", username=target.username))["reports"] == 2
+    again = await r2.call("users.report", username=target.username)
+    assert again["reports"] == 3 and again["banned_until"] is not None
+    until = ts(again["banned_until"])
+    server.restart()
+    if time.time() < until - 0.3:
+        failure = await target.error("messages.send", chat_id="general", text="x")
+        assert failure.code == 403 and failure.data["reason"] == "banned"
+        assert (await target.call("session.status"))["banned_until"] == again["banned_until"]
+    await sleep_until(until + 0.05)
+    await target.call("messages.send", chat_id="general", text="back again")
+    assert (await target.call("session.status"))["banned_until"] is None
