@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 
 from methods.context import Services
 from methods.messages import fire_due
@@ -52,9 +53,38 @@ async def purge_once(services: Services) -> int:
     return len(paths)
 
 
+ORPHAN_AGE = 3600.0
+
+
+async def sweep_orphan_files(services: Services) -> int:
+    """Remove files under files/ the database does not know (a crash mid-upload or mid-purge).
+
+    Only files older than an hour: another process sharing the directory may be uploading.
+    """
+    known = await services.store.read(lambda tx: tx.file_ids())
+    cutoff = time.time() - ORPHAN_AGE
+    removed = 0
+    with os.scandir(services.files_dir) as entries:
+        for entry in entries:
+            name = entry.name
+            file_id = name[1:-5] if name.startswith(".") and name.endswith(".part") else name
+            if file_id in known or not entry.is_file() or entry.stat().st_mtime > cutoff:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    if removed:
+        log.info("removed %d orphaned files from %s", removed, services.files_dir)
+    return removed
+
+
 async def run_purger(services: Services) -> None:
     """Purge periodically: often enough that expired data does not linger."""
     interval = min(60.0, max(0.5, services.limits.message_ttl / 4))
+    try:
+        await sweep_orphan_files(services)
+    except OSError:
+        log.exception("orphan sweep failed")
     while True:
         try:
             await purge_once(services)

@@ -229,7 +229,11 @@ class Leave(Method):
                 rest = await tx.member_ids(chat.chat_id)
                 heir: UserId | None = rest[0] if rest else None
                 await tx.set_chat_owner(chat.chat_id, heir)
-                if heir is None:
+                if heir is not None:  # the new owner inherits the pending requests
+                    for req in await tx.join_requests(chat.chat_id):
+                        await tx.add_user_event(heir, "join_request", event_body(
+                            "join_request", chat_id=chat.chat_id, username=req.username))
+                else:
                     await tx.set_link(chat.chat_id, None)
                     for req in await tx.join_requests(chat.chat_id):
                         await tx.take_join_request(chat.chat_id, req.user_id)

@@ -336,12 +336,13 @@ class SqlTx:
         return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
 
     async def unread_counts(self, user_id: UserId, after: int, now: float) -> dict[str, int]:
-        """Per chat, the live messages after the read marker that the user may see."""
+        """Per chat, the live messages of others after the read marker that the user may see."""
         rows = await self.db.fetchall(
             "SELECT m.chat_id, COUNT(e.seq) FROM members m JOIN events e"
             " ON e.chat_id = m.chat_id AND e.type = 'message'"
+            " JOIN messages msg ON msg.message_id = e.message_id AND msg.author_id <> ?"
             " WHERE m.user_id = ? AND m.left_seq IS NULL AND e.seq > ? AND e.seq > m.joined_seq"
-            " AND e.expires_at > ? GROUP BY m.chat_id", user_id, after, now)
+            " AND e.expires_at > ? GROUP BY m.chat_id", user_id, user_id, after, now)
         return {r[0]: int(r[1]) for r in rows}
 
     # -- messages ------------------------------------------------------------------------
@@ -453,6 +454,10 @@ class SqlTx:
         await self.db.execute(
             f"INSERT INTO files ({_FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             f.file_id, f.owner_id, f.name, f.size, f.content_type, f.path, f.created_at)
+
+    async def file_ids(self) -> set[str]:
+        """Every file id the database knows."""
+        return {r[0] for r in await self.db.fetchall("SELECT file_id FROM files")}
 
     async def get_file(self, file_id: str) -> StoredFile | None:
         """A file's metadata."""

@@ -259,3 +259,15 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_message(
         before = page["messages"][0]["message_id"]
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} acknowledged messages lost"
+
+
+async def test_unread_counts_only_other_peoples_messages(api: Callable[[], Api]) -> None:
+    a, b = api(), api()
+    await a.connect(unique_name("ua"))
+    await b.connect(unique_name("ub"))
+    await a.poll((await a.poll())["cursor"])
+    await a.call("messages.send", chat_id="general", text="mine")
+    await b.call("messages.send", chat_id="general", text="theirs")
+    general = next(c for c in (await a.call("session.status"))["chats"]
+                   if c["chat_id"] == "general")
+    assert general["unread"] == 1

@@ -395,3 +395,29 @@ async def test_memory_stays_flat_while_uploads_stream(shared_server: ServerProce
     status, answer = await upload(owner, chunks(os.urandom(size + 1), 256 * 1024), "over.bin")
     assert status == 413
     assert_error_body(answer, 413)
+
+
+async def test_start_up_sweeps_orphaned_files(server_factory: ServerFactory,
+                                              http: aiohttp.ClientSession) -> None:
+    """Bytes the database does not know (a crash mid-upload) are removed at start-up once
+    they are old enough that no upload can still be writing them; known files stay."""
+    server = server_factory()
+    sender, = await connect_users(http, server, 1)
+    kept = await uploaded(sender, b"keep me", "kept.txt", "text/plain")
+    files = server.data_dir / "files"
+    old = time.time() - 2 * 3600
+    orphans = [files / "f_orphaned_bytes", files / ".f_interrupted.part"]
+    fresh = files / ".f_uploading_now.part"
+    for path in (*orphans, fresh):
+        path.write_bytes(b"x" * 100)
+    for path in orphans:
+        os.utime(path, (old, old))
+    os.utime(files / kept["file_id"], (old, old))
+    server.restart()
+
+    async def swept() -> bool:
+        return not any(p.exists() for p in orphans)
+
+    await wait_until(swept, timeout=5)
+    assert fresh.exists()
+    assert (files / kept["file_id"]).read_bytes() == b"keep me"

@@ -391,3 +391,21 @@ async def test_group_state_survives_restart(server_factory: ServerFactory,
     seen = await events_until(requester, lambda e: e["type"] == "join_decided")
     assert [e["approved"] for e in seen if e["type"] == "join_decided"] == [True]
     assert chat_of(await requester.call("session.status"), gid) is not None
+
+
+async def test_new_owner_inherits_pending_join_requests(shared_server: ServerProcess,
+                                                        http: aiohttp.ClientSession) -> None:
+    """Requests waiting when the owner leaves reach the heir, who can decide them."""
+    owner, heir, requester = await connect_users(http, shared_server, 3)
+    gid = (await owner.call("chats.create", title="handover",
+                            members=[heir.username]))["chat"]["chat_id"]
+    link = (await owner.call("chats.link", chat_id=gid))["link"]
+    await drain(heir)
+    assert (await requester.call("chats.join", link=link))["status"] == "pending"
+    await owner.call("chats.leave", chat_id=gid)
+    seen = await events_until(heir, lambda e: e["type"] == "join_request")
+    assert [(e["chat_id"], e["username"]) for e in seen if e["type"] == "join_request"] == [
+        (gid, requester.username)]
+    assert await heir.call("chats.approve", chat_id=gid, username=requester.username) == {}
+    view = chat_of(await requester.call("session.status"), gid)
+    assert view is not None and requester.username in view["members"]
