@@ -34,7 +34,7 @@ def discover_methods() -> dict[str, Method]:
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        if cls.name:
+        if cls.name and cls.__module__.startswith("methods."):
             if cls.name in found:
                 raise RuntimeError(f"method {cls.name} defined twice")
             found[cls.name] = cls()

@@ -124,9 +124,15 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
     chat, _ = await resolve_target(tx, author, draft, now, create=False)
     attachments = await check_draft(tx, services, author, draft,
                                     None if chat is None else chat.chat_id, now)
-    if chat is None:  # first message of a direct chat
+    if chat is None or draft.to is not None:
+        # A direct chat by name: created on the first message, and whoever left it is
+        # brought back by the next one (a message is never sent into a chat nobody reads).
         chat, _ = await resolve_target(tx, author, draft, now, create=True)
         assert chat is not None
+    elif chat.kind == "direct":
+        for uid in await tx.direct_pair(chat.chat_id):
+            if not await tx.is_member(chat.chat_id, uid):
+                await tx.add_member(chat.chat_id, uid, now)
     if chat.chat_id == GENERAL_CHAT:
         await check_quota(tx, services, author.user_id, now, consume=True)
     expires = now + services.limits.message_ttl
@@ -216,7 +222,7 @@ class History(Method):
                    request: Request) -> Result:
         assert caller is not None
         chat_id: str = params["chat_id"]
-        limit: int = params.get("limit", 50)
+        limit = int(params.get("limit", 50))  # JSON Schema counts 2.0 as an integer
         before: str | None = params.get("before")
         now = services.now()
 

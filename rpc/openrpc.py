@@ -20,6 +20,11 @@ ERROR_MESSAGES: dict[int, str] = {
 REF_PREFIX = schemas.DEFS_URI + "#/$defs/"
 COMPONENTS_PREFIX = "#/components/schemas/"
 EVENT_PREFIX = "event."
+# Keywords whose values are schemas (by name, in a list, or one): the ones to rewrite.
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+SCHEMA_VALUES = ("items", "not", "if", "then", "else", "contains", "propertyNames",
+                 "additionalProperties", "unevaluatedProperties", "unevaluatedItems")
 INFO_DESCRIPTION = (
     "Long-polling JSON-RPC 2.0 messenger. POST /rpc for calls (single, batch or "
     "notification; params by name), GET /poll for each user's event stream, POST /files and "
@@ -34,19 +39,28 @@ def component_name(ref: str) -> str:
     return ref.removeprefix(REF_PREFIX).removeprefix("#/$defs/")
 
 
-def to_components(node: Any) -> Any:
-    """Rewrite `defs.json#/$defs/X` (and defs-internal `#/$defs/X`) to components refs.
+def to_components(schema: Any) -> Any:
+    """A schema of schemas/ with its `$ref`s pointing into components.schemas.
 
-    A `$ref` with sibling keywords becomes `allOf: [{$ref}]` plus the siblings: JSON Schema
-    2020-12 applies both, while draft-07 (which OpenRPC tools assume) would ignore the siblings.
+    A `$ref` with sibling keywords becomes `allOf: [{$ref}, ...]` plus the siblings: JSON
+    Schema 2020-12 applies both, while draft-07 (which OpenRPC tools assume) would ignore the
+    siblings. Values that are data (examples, const, enum, default) are copied as they are.
     """
-    if isinstance(node, list):
-        return [to_components(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: value if key in ("examples", "default", "const", "enum")
-           else to_components(value) for key, value in node.items() if key != "$ref"}
-    ref = node.get("$ref")
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$ref":
+            continue
+        if key in SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {k: to_components(v) for k, v in value.items()}
+        elif key in SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [to_components(v) for v in value]
+        elif key in SCHEMA_VALUES:
+            out[key] = to_components(value)
+        else:
+            out[key] = value
+    ref = schema.get("$ref")
     if not isinstance(ref, str):
         return out
     target = {"$ref": COMPONENTS_PREFIX + component_name(ref)}

@@ -202,6 +202,13 @@ class SqlTx:
                                    direct_key)
         return None if r is None else _chat(r)
 
+    async def direct_pair(self, chat_id: str) -> list[UserId]:
+        """The two users (one, for a note to self) of a direct chat."""
+        r = await self.db.fetchone("SELECT direct_key FROM chats WHERE chat_id = ?", chat_id)
+        if r is None or r[0] is None:
+            return []
+        return [UserId(int(u)) for u in sorted(set(r[0].split(":")))]
+
     async def set_chat_owner(self, chat_id: ChatId, owner_id: UserId | None) -> None:
         """Hand a chat to another owner (None: nobody owns it any more)."""
         await self.db.execute("UPDATE chats SET owner_id = ? WHERE chat_id = ?",

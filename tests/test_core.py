@@ -271,3 +271,24 @@ async def test_unread_counts_only_other_peoples_messages(api: Callable[[], Api])
     general = next(c for c in (await a.call("session.status"))["chats"]
                    if c["chat_id"] == "general")
     assert general["unread"] == 1
+
+
+async def test_a_direct_chat_left_comes_back_with_the_next_message(
+        api: Callable[[], Api]) -> None:
+    a, b = api(), api()
+    await a.connect(unique_name("la"))
+    await b.connect(unique_name("lb"))
+    chat_id = (await a.call("messages.send", to=b.username, text="first"))["message"]["chat_id"]
+    await b.call("chats.leave", chat_id=chat_id)
+    cursor = (await b.poll(limit=1000))["cursor"]
+    while True:
+        body = await b.poll(cursor, limit=1000)
+        if not body["events"]:
+            break
+        cursor = body["cursor"]
+    await a.call("messages.send", to=b.username, text="by name")
+    await a.call("messages.send", chat_id=chat_id, text="by id")
+    events = await b.poll(cursor, timeout=2)
+    assert [e["message"]["text"] for e in events["events"] if e["type"] == "message"] == [
+        "by name", "by id"]
+    assert chat_id in {c["chat_id"] for c in (await b.call("session.status"))["chats"]}
