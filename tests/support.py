@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import itertools
 import os
 import signal
@@ -37,6 +39,15 @@ def unique_name(prefix: str = "u") -> str:
     return f"{prefix}{os.getpid() % 10000}_{next(_counter)}_{time.monotonic_ns() % 100000}"[:32]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, so no server outlives a run."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ServerProcess:
     """`messenger-server` as a subprocess with its own data directory."""
 
@@ -58,7 +69,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rpc.server", "--port", str(self.port),
              "--data-dir", str(self.data_dir), *self.args],
-            cwd=ROOT, stdout=log, stderr=log)
+            cwd=ROOT, stdout=log, stderr=log, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
