@@ -40,6 +40,19 @@ class Target:
     proc: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     workdir: str | None = None
+    # Several processes of one deployment (PostgreSQL): users are spread over them.
+    more_urls: list[str] = field(default_factory=list)
+    more_pids: list[int] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        """Every process's URL, the first one first."""
+        return [self.url, *self.more_urls]
+
+    @property
+    def pids(self) -> list[int]:
+        """Every known process id."""
+        return [p for p in [self.pid, *self.more_pids] if p is not None]
 
     def stop(self) -> None:
         """Stop a process we started."""
@@ -100,16 +113,19 @@ def spawn_floor() -> Target:
     return Target("floor", url, proc, proc.pid)
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """CPU time (user + system) a process has used so far."""
-    if pid is None:
+def cpu_seconds(pids: list[int]) -> float | None:
+    """CPU time (user + system) the processes have used so far."""
+    if not pids:
         return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def rss_kib(pid: int | None) -> int | None:
@@ -130,21 +146,21 @@ def rss_kib(pid: int | None) -> int | None:
 class Meter:
     """Wall time and the CPU share of the generator and the server over a window."""
 
-    pid: int | None
+    pids: list[int]
     wall: float = field(default_factory=time.perf_counter)
     client_cpu: float = field(default_factory=time.process_time)
     server_cpu: float | None = None
 
     def __post_init__(self) -> None:
-        self.server_cpu = cpu_seconds(self.pid)
+        self.server_cpu = cpu_seconds(self.pids)
 
     def read(self) -> dict[str, Any]:
         """Elapsed seconds and CPU use as % of one core."""
-        elapsed = time.perf_counter() - self.wall
+        elapsed = max(time.perf_counter() - self.wall, 1e-6)
         out: dict[str, Any] = {
-            "seconds": round(elapsed, 2),
+            "seconds": round(elapsed, 3),
             "client_cpu_pct": round(100 * (time.process_time() - self.client_cpu) / elapsed, 1)}
-        now = cpu_seconds(self.pid)
+        now = cpu_seconds(self.pids)
         if now is not None and self.server_cpu is not None:
             out["server_cpu_pct"] = round(100 * (now - self.server_cpu) / elapsed, 1)
         return out
@@ -184,15 +200,16 @@ class Bench:
         self.http = http
         self.tag = tag
 
-    def client(self, token: str | None = None) -> MessengerClient:
-        """A library client on the shared pool."""
-        return MessengerClient(self.target.url, token=token, session=self.http,
+    def client(self, token: str | None = None, index: int = 0) -> MessengerClient:
+        """A library client on the shared pool (the index picks one of several processes)."""
+        urls = self.target.urls
+        return MessengerClient(urls[index % len(urls)], token=token, session=self.http,
                                request_timeout=120)
 
     async def users(self, n: int, prefix: str) -> list[MessengerClient]:
         """n freshly registered users (connects run in parallel; each is one KDF run)."""
         async def connect(i: int) -> MessengerClient:
-            c = self.client()
+            c = self.client(index=i)
             await c.connect(f"{prefix}{self.tag}_{i}"[:32], PASSWORD, client="bench")
             return c
         result: list[MessengerClient] = await gather_limited(n, connect, 16)
@@ -215,7 +232,7 @@ class Bench:
         chat_id = await self.group(clients[0], clients, names)
         latencies: list[float] = []
         errors = 0
-        meter = Meter(self.target.pid)
+        meter = Meter(self.target.pids)
         deadline = time.perf_counter() + duration
 
         async def sender(c: MessengerClient, i: int) -> None:
@@ -235,7 +252,7 @@ class Bench:
         usage = meter.read()
         return {"scenario": "send", "target": self.target.name, "senders": senders,
                 "acks": len(latencies), "errors": errors,
-                "acks_per_s": round(len(latencies) / usage["seconds"], 1),
+                "acks_per_s": round(len(latencies) / max(usage["seconds"], 0.001), 1),
                 "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
                 **usage}
 
@@ -250,7 +267,7 @@ class Bench:
         with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as f:
             f.write(chat_id + "\n" + "\n".join(c.token or "" for c in clients) + "\n")
         script = os.path.join(os.path.dirname(__file__), "bench_send.lua")
-        meter = Meter(self.target.pid)
+        meter = Meter(self.target.pids)
         proc = await asyncio.create_subprocess_exec(
             wrk, "-t2", f"-c{senders}", f"-d{int(duration)}s", "--latency", "-s", script,
             self.target.url, "--", f.name, stdout=asyncio.subprocess.PIPE)
@@ -309,7 +326,7 @@ class Bench:
         while parked < pollers:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # let the last polls park on the server
-        meter = Meter(self.target.pid)
+        meter = Meter(self.target.pids)
         for i in range(messages):
             r = await sender.send(chat_id=chat_id, text=f"fanout {i}")
             replied[r["message"]["message_id"]] = time.perf_counter()
@@ -361,19 +378,19 @@ class Bench:
 
     async def connect(self, count: int, concurrency: int) -> dict[str, Any]:
         """Connects per second (each runs the password KDF once)."""
-        meter = Meter(self.target.pid)
+        meter = Meter(self.target.pids)
         latencies: list[float] = []
 
         async def one(i: int) -> None:
             t0 = time.perf_counter()
-            c = self.client()
+            c = self.client(index=i)
             await c.connect(f"c{self.tag}_{i}"[:32], PASSWORD)
             latencies.append(time.perf_counter() - t0)
 
         await gather_limited(count, one, concurrency)
         usage = meter.read()
         return {"scenario": "connect", "target": self.target.name, "connects": count,
-                "connects_per_s": round(count / usage["seconds"], 1),
+                "connects_per_s": round(count / max(usage["seconds"], 0.001), 1),
                 "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
                 **usage}
 
@@ -409,7 +426,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.spawn:
         targets.append(spawn_messenger(args.server_arg))
     if args.server:
-        targets.append(Target("server", args.server.rstrip("/"), pid=args.server_pid))
+        urls = [u.rstrip("/") for u in args.server]
+        pids = args.server_pid or []
+        targets.append(Target("server", urls[0], pid=pids[0] if pids else None,
+                              more_urls=urls[1:], more_pids=pids[1:]))
     if not targets:
         raise SystemExit("nothing to measure: give --server URL, --spawn and/or --floor")
     results: list[dict[str, Any]] = []
@@ -455,8 +475,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("scenarios", nargs="*", default=["send", "fanout", "idle", "connect"],
                    choices=["send", "fanout", "idle", "connect"], metavar="SCENARIO",
                    help="send, fanout, idle, connect")
-    p.add_argument("--server", help="measure a running server at this URL")
-    p.add_argument("--server-pid", type=int, help="its PID, to report its CPU and memory")
+    p.add_argument("--server", action="append",
+                   help="measure a running server at this URL; repeat it for several "
+                        "processes of one deployment (users are spread over them)")
+    p.add_argument("--server-pid", type=int, action="append",
+                   help="its PID, to report its CPU and memory (repeat with --server)")
     p.add_argument("--spawn", action="store_true",
                    help="start a fresh messenger-server on a temporary data dir")
     p.add_argument("--floor", action="store_true",

@@ -1,0 +1,42 @@
+"""Smoke test of messenger-bench: every scenario runs on tiny sizes, against both targets."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+TINY = ["--senders", "2", "--duration", "1", "--pollers", "4", "--users", "3",
+        "--messages", "2", "--interval", "0.05", "--idle-polls", "4", "--connects", "2",
+        "--concurrency", "2"]
+
+
+def run_bench(*args: str) -> list[dict[str, object]]:
+    out = subprocess.run([sys.executable, "-m", "client.bench", *args, *TINY], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_every_scenario_runs_against_messenger_and_floor() -> None:
+    rows = run_bench("--spawn", "--floor", "send", "fanout", "idle", "connect")
+    by = {(r["scenario"], r["target"]): r for r in rows}
+    assert set(by) == {(s, t) for s in ("send", "fanout", "idle", "connect")
+                       for t in ("floor", "messenger")}
+    messenger = {s: by[(s, "messenger")] for s in ("send", "fanout", "idle", "connect")}
+    assert messenger["send"]["acks"] and messenger["send"]["errors"] == 0
+    assert messenger["fanout"]["delivered"] == 1.0
+    assert messenger["idle"]["held"] == 4 and "kib_per_poll" in messenger["idle"]
+    assert messenger["connect"]["connects_per_s"]
+    assert "server_cpu_pct" in messenger["send"] and "client_cpu_pct" in messenger["send"]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_send_with_wrk() -> None:
+    rows = run_bench("--spawn", "--wrk", "send")
+    assert rows[0]["generator"] == "wrk" and rows[0]["errors"] == 0
+    assert float(str(rows[0]["acks_per_s"])) > 0
