@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import math
 import secrets
+from typing import AsyncIterator
 
 from methods import errors
 from methods.context import Caller, Services
@@ -57,7 +59,9 @@ def token_hash(token: str) -> str:
 
 async def authenticate(services: Services, token: str | None) -> Caller:
     """The caller a bearer token belongs to, or 401."""
-    if not token:
+    # Tokens are URL-safe ASCII; anything else (raw header bytes arrive as lone surrogates,
+    # which cannot even be hashed) is simply not a token.
+    if not token or not token.isascii():
         raise errors.unauthorized()
     hashed = token_hash(token)
 
@@ -73,9 +77,11 @@ async def authenticate(services: Services, token: str | None) -> Caller:
 
 
 def _note_activity(services: Services, hashed: str) -> None:
-    """Record the session's use at most once a minute (feeds idle expiry and users_online)."""
+    """Record the session's use now and then (feeds idle expiry and users_online)."""
     now = services.now()
-    if now - services.session_touches.get(hashed, 0.0) < 60:
+    # At most once a minute, and often enough that a session in use never looks idle.
+    every = min(60.0, services.limits.session_idle / 4)
+    if now - services.session_touches.get(hashed, 0.0) < every:
         return
     services.session_touches[hashed] = now
 
@@ -85,15 +91,55 @@ def _note_activity(services: Services, hashed: str) -> None:
     services.store.write_soon(touch)
 
 
-async def check_login_throttle(tx: SqlTx, services: Services, keys: list[str]) -> None:
-    """429 when a username or an address has too many recent failed logins."""
+def allowed_failures(services: Services, key: str) -> int:
+    """Failed logins a throttle key may have within the window."""
+    # One address (a NAT, an office) may hold many users: it gets ten times the room.
+    factor = ADDRESS_FACTOR if key.startswith("addr:") else 1
+    return services.limits.login_max_failures * factor
+
+
+async def check_login_throttle(tx: SqlTx, services: Services,
+                               keys: list[str]) -> dict[str, int]:
+    """429 when a username or an address has too many recent failed logins; else the counts."""
     limits = services.limits
     now = services.now()
+    counts: dict[str, int] = {}
     for key in keys:
-        # One address (a NAT, an office) may hold many users: it gets ten times the room.
-        allowed = limits.login_max_failures * (ADDRESS_FACTOR if key.startswith("addr:") else 1)
+        allowed = allowed_failures(services, key)
         failures = await tx.login_failures(key, now - limits.login_window)
         if len(failures) >= allowed:
             retry = failures[-allowed] + limits.login_window - now
             raise errors.too_many("too many failed logins; try again later",
                                   max(1, math.ceil(retry)))
+        counts[key] = len(failures)
+    return counts
+
+
+@contextlib.asynccontextmanager
+async def password_attempt(services: Services, keys: list[str]) -> AsyncIterator[None]:
+    """Admit one password check under the throttle, counting it as a failure until it ends.
+
+    Checks already under way could all still fail, so a key is admitted only while its
+    recorded failures plus its checks in flight stay under the limit; otherwise the attempt
+    waits for one to finish (and is refused if that one failed). Callers must record a
+    failure before leaving the block.
+    """
+    flight = services.logins_in_flight
+    while True:
+        released = flight.released
+        counts = await services.store.read(lambda tx: check_login_throttle(tx, services, keys))
+        if all(counts[k] + flight.counts.get(k, 0) < allowed_failures(services, k)
+               for k in keys):
+            break
+        await released.wait()
+    for key in keys:
+        flight.counts[key] = flight.counts.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        for key in keys:
+            left = flight.counts.pop(key) - 1
+            if left:
+                flight.counts[key] = left
+        flight.released.set()
+        flight.released = asyncio.Event()

@@ -71,6 +71,14 @@ def parse_rfc3339(text: str) -> float | None:
 
 
 @dataclass
+class LoginsInFlight:
+    """Password checks under way per throttle key, so concurrent guesses count like serial ones."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class Services:
     """Long-lived collaborators shared by all methods (one per app, no globals)."""
 
@@ -83,6 +91,7 @@ class Services:
     openrpc: dict[str, Any] = field(default_factory=dict)
     schedule_changed: asyncio.Event = field(default_factory=asyncio.Event)
     session_touches: dict[str, float] = field(default_factory=dict)
+    logins_in_flight: LoginsInFlight = field(default_factory=LoginsInFlight)
 
     def now(self) -> float:
         """The current time (injectable for tests)."""

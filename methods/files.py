@@ -50,6 +50,8 @@ async def register_upload(services: Services, caller: Caller, file_id: FileId, n
 async def file_for_download(services: Services, caller: Caller, file_id: str) -> StoredFile:
     """The file if the caller uploaded it or is in a chat where it was sent; 404 otherwise."""
     now = services.now()
+    if "\x00" in file_id:  # from a %00 in the URL: no id has one, and PostgreSQL can't compare it
+        raise errors.not_found("file", file_id=file_id)
 
     async def lookup(tx: SqlTx) -> StoredFile | None:
         f = await tx.get_file(file_id)

@@ -22,9 +22,8 @@ class PollAnswer:
 def clamp_timeout(services: Services, requested: float | None) -> float:
     """The wait a poll gets: the default, cut to the maximum, jittered ±10% when long."""
     limits = services.limits
-    timeout = limits.poll_timeout if requested is None else min(requested,
-                                                                limits.poll_timeout_max)
-    timeout = max(0.0, timeout)
+    wanted = limits.poll_timeout if requested is None else requested
+    timeout = max(0.0, min(wanted, limits.poll_timeout_max))
     if timeout >= 5:
         # Jitter so polls parked together do not all come back at once.
         timeout = min(limits.poll_timeout_max, timeout * random.uniform(0.9, 1.1))

@@ -6,7 +6,8 @@ import math
 
 from methods import errors
 from methods.auth import (
-    check_login_throttle, hash_password, new_token, token_hash, verify_password,
+    check_login_throttle, hash_password, new_token, password_attempt, token_hash,
+    verify_password,
 )
 from methods.base import Method, Params, Result
 from methods.context import Caller, Request, Services, rfc3339
@@ -29,16 +30,15 @@ class Connect(Method):
         password: str = params["password"]
         client: str | None = params.get("client")
         keys = [f"user:{username_key(username)}", f"addr:{request.remote}"]
-        await services.store.read(
-            lambda tx: check_login_throttle(tx, services, keys))
-
         existing = await services.store.read(lambda tx: tx.find_user(username))
         if existing is None:
+            await services.store.read(lambda tx: check_login_throttle(tx, services, keys))
             pw_hash = await hash_password(password)
         else:
             pw_hash = existing.pw_hash
-            if not await verify_password(password, pw_hash):
-                await self._fail(services, keys, username)
+            async with password_attempt(services, keys):
+                if not await verify_password(password, pw_hash):
+                    await self._fail(services, keys, username)
         token = new_token()
         now = services.now()
         limit = services.limits.history_size
@@ -54,8 +54,9 @@ class Connect(Method):
                 # Registered by someone else between our check and this write.
                 raise errors.unauthorized("wrong password")
             await tx.create_session(token_hash(token), user.user_id, client, now)
-            for key in keys:
-                await tx.clear_login_failures(key)
+            # Only the username's count: a login of one's own (or a fresh registration) must
+            # not wipe out an address's failures against other usernames.
+            await tx.clear_login_failures(keys[0])
             history = await tx.history(GENERAL_CHAT, None, limit, now)
             return user, created, {
                 "token": token,

@@ -35,6 +35,7 @@ STOPPING = web.AppKey("stopping", asyncio.Event)
 STATIC = web.AppKey("static", dict[str, bytes])
 
 JSON = "application/json"
+MAX_SEQ = 2 ** 63 - 1  # event seqs are 64-bit signed integers in both databases
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -122,7 +123,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     """GET /poll: the caller's events after the cursor, long-polling when there are none."""
     caller = await caller_of(request)
     services = request.app[SERVICES]
-    cursor = _query_number(request, "cursor", int, 0, None)
+    cursor = _query_number(request, "cursor", int, 0, MAX_SEQ)
     timeout = _query_number(request, "timeout", float, 0, None)
     limit = _query_number(request, "limit", int, 1, 1000)
     answer = await poll(services, caller, None if cursor is None else int(cursor),
@@ -212,10 +213,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     """HTTP errors keep their status; a bug becomes a bare 500 (traceback only in the log)."""
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
-    except asyncio.CancelledError:
-        raise
+    except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+        raise  # aiohttp answers these itself; a client that went away is not our bug
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return http_error(500, "internal error")

@@ -1,9 +1,12 @@
 """Validators compiled once at start-up from schemas/."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+import itertools
+import re
+from typing import Any, Hashable, Iterator
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
@@ -11,6 +14,66 @@ import schemas
 from methods import errors
 
 _FORMATS = FormatChecker()
+# Enough to find the most relevant error without walking every item of a huge array.
+_MAX_ERRORS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` with ECMA-262's `$`: the very end, not also before a final newline."""
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "$":
+            out.append(r"\Z")
+            continue
+        out.append(ch)
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Validator, pattern: str, instance: Any,
+             schema: Any) -> Iterator[ValidationError]:
+    # jsonschema uses re.search, where `^[a-z]+$` also matches "bob\n".
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance[:100]!r} does not match {pattern!r}")
+
+
+def _canonical(value: Any) -> Hashable:
+    """A hashable stand-in, equal exactly when two JSON values are equal (1 == 1.0)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, list):
+        return ("list", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return ("value", value)
+
+
+def _unique_items(validator: Validator, unique: bool, instance: Any,
+                  schema: Any) -> Iterator[ValidationError]:
+    # jsonschema compares every pair when the items do not sort (objects): quadratic, so
+    # one hostile request could stall the server for minutes. Hashing is linear.
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Hashable] = set()
+    for item in instance:
+        key = _canonical(item)
+        if key in seen:
+            yield ValidationError("array has non-unique elements")
+            return
+        seen.add(key)
+
+
+_Validator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": _pattern, "uniqueItems": _unique_items})
 
 
 def compile_schema(schema: schemas.Schema) -> Validator:
@@ -19,8 +82,9 @@ def compile_schema(schema: schemas.Schema) -> Validator:
     Resolving `$ref` at validation time costs more than the rest of the check; our
     schemas are not recursive, so every reference is replaced by its target once here.
     """
-    return Draft202012Validator(inline_refs(schema, schemas.defs()),
-                                registry=schemas.registry(), format_checker=_FORMATS)
+    validator: Validator = _Validator(inline_refs(schema, schemas.defs()),
+                                      registry=schemas.registry(), format_checker=_FORMATS)
+    return validator
 
 
 def inline_refs(node: Any, defs: schemas.Schema) -> Any:
@@ -50,10 +114,25 @@ def _pointer(parts: Any) -> str:
 def first_error(validator: Validator, instance: Any) -> ValidationError | None:
     """The most relevant error, or None when the instance is valid."""
     best: ValidationError | None = None
-    for err in validator.iter_errors(instance):
+    for err in itertools.islice(validator.iter_errors(instance), _MAX_ERRORS):
         if best is None or len(err.absolute_path) > len(best.absolute_path):
             best = err
     return best
+
+
+def nul_path(value: Any) -> str | None:
+    """The path of the first string holding U+0000, which PostgreSQL text cannot store."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path
+        elif isinstance(node, dict):
+            stack.extend((v, f"{path}/{k}") for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}/{i}") for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 class ParamsValidator:
@@ -65,6 +144,9 @@ class ParamsValidator:
     def check(self, params: Any) -> None:
         """Raise `invalid_params` if `params` does not match."""
         if self._validator.is_valid(params):
+            bad = nul_path(params)
+            if bad is not None:  # refused on every backend alike, not only where it breaks
+                raise errors.invalid_params("strings must not contain U+0000", bad)
             return
         err = first_error(self._validator, params)
         assert err is not None
