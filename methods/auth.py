@@ -64,6 +64,12 @@ async def authenticate(services: Services, token: str | None) -> Caller:
     if not token or not token.isascii():
         raise errors.unauthorized()
     hashed = token_hash(token)
+    cache = services.session_cache
+    if cache is not None:
+        hit = cache.get(hashed)
+        if hit is not None:
+            _note_activity(services, hashed)
+            return hit
 
     async def lookup(tx: SqlTx) -> Caller | None:
         s = await tx.get_session(hashed)
@@ -72,6 +78,8 @@ async def authenticate(services: Services, token: str | None) -> Caller:
     caller = await services.store.read(lookup)
     if caller is None:
         raise errors.unauthorized()
+    if cache is not None:
+        cache.put(hashed, caller)
     _note_activity(services, hashed)
     return caller
 

@@ -45,6 +45,11 @@ async def purge_once(services: Services) -> int:
         return await tx.purge_expired(now, now - ttl)
 
     paths = await services.store.write(purge)
+    # Sessions may have just expired: forget cached ones, and touches nobody needs.
+    if services.session_cache is not None:
+        services.session_cache.prune()
+    stale = now - services.limits.session_idle
+    services.session_touches = {k: t for k, t in services.session_touches.items() if t > stale}
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -78,6 +78,37 @@ class LoginsInFlight:
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class SessionCache:
+    """Recently authenticated tokens, so a busy client costs no session lookup per call.
+
+    Only for a store no other process writes to (SQLite): this process sees every
+    disconnect and expiry and drops the entry itself; entries also age out.
+    """
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token_hash: str) -> Caller | None:
+        """The cached caller of a token hash, if fresh."""
+        hit = self._entries.get(token_hash)
+        if hit is None or time.monotonic() - hit[1] > self.ttl:
+            return None
+        return hit[0]
+
+    def put(self, token_hash: str, caller: Caller) -> None:
+        """Remember a successful lookup."""
+        self._entries[token_hash] = (caller, time.monotonic())
+
+    def drop(self, token_hash: str) -> None:
+        """Forget a token (it was disconnected)."""
+        self._entries.pop(token_hash, None)
+
+    def prune(self) -> None:
+        """Forget everything (sessions were expired) and keep memory bounded."""
+        self._entries.clear()
+
+
 @dataclass
 class Services:
     """Long-lived collaborators shared by all methods (one per app, no globals)."""
@@ -91,6 +122,7 @@ class Services:
     openrpc: dict[str, Any] = field(default_factory=dict)
     schedule_changed: asyncio.Event = field(default_factory=asyncio.Event)
     session_touches: dict[str, float] = field(default_factory=dict)
+    session_cache: SessionCache | None = None
     logins_in_flight: LoginsInFlight = field(default_factory=LoginsInFlight)
 
     def now(self) -> float:

@@ -93,6 +93,8 @@ class Disconnect(Method):
         assert caller is not None
         await services.store.write(lambda tx: tx.delete_session(caller.token_hash))
         services.session_touches.pop(caller.token_hash, None)
+        if services.session_cache is not None:
+            services.session_cache.drop(caller.token_hash)
         log.info("%s disconnected a session", caller.username)
         return {}
 

@@ -16,7 +16,7 @@ from methods import errors
 from methods.auth import authenticate
 from methods.background import run_purger, run_scheduler
 from methods.base import discover_methods
-from methods.context import Caller, Request, Services
+from methods.context import Caller, Request, Services, SessionCache
 from methods.files import file_for_download, file_path, new_file_id, register_upload
 from methods.poll import clamp_timeout, poll
 from rpc.docs import render_docs
@@ -247,7 +247,9 @@ def create_app(settings: Settings) -> web.Application:
         store = make_store(settings)
         await store.open()
         services = Services(store=store, limits=settings.limits, files_dir=settings.files_dir,
-                            openrpc=openrpc)
+                            openrpc=openrpc,
+                            # Another process may end a session on a shared database.
+                            session_cache=SessionCache() if settings.store == "sqlite" else None)
         app[SERVICES] = services
         app[DISPATCHER] = Dispatcher(methods, {n: s.params for n, s in method_schemas.items()},
                                      services, settings.max_batch)
