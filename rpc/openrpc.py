@@ -21,10 +21,6 @@ REF_PREFIX = schemas.DEFS_URI + "#/$defs/"
 COMPONENTS_PREFIX = "#/components/schemas/"
 EVENT_PREFIX = "event."
 # Keywords whose values are schemas (by name, in a list, or one): the ones to rewrite.
-SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
-SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
-SCHEMA_VALUES = ("items", "not", "if", "then", "else", "contains", "propertyNames",
-                 "additionalProperties", "unevaluatedProperties", "unevaluatedItems")
 INFO_DESCRIPTION = (
     "Long-polling JSON-RPC 2.0 messenger. POST /rpc for calls (single, batch or "
     "notification; params by name), GET /poll for each user's event stream, POST /files and "
@@ -48,18 +44,7 @@ def to_components(schema: Any) -> Any:
     """
     if not isinstance(schema, dict):
         return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "$ref":
-            continue
-        if key in SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {k: to_components(v) for k, v in value.items()}
-        elif key in SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [to_components(v) for v in value]
-        elif key in SCHEMA_VALUES:
-            out[key] = to_components(value)
-        else:
-            out[key] = value
+    out = schemas.map_subschemas(schema, to_components, drop=lambda key: key == "$ref")
     ref = schema.get("$ref")
     if not isinstance(ref, str):
         return out

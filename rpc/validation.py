@@ -110,10 +110,6 @@ def inline_refs(node: Any, defs: schemas.Schema) -> Any:
 
 _ANNOTATIONS = {"description", "examples", "title", "default", "$comment", "$schema", "$id",
                 "deprecated", "readOnly", "writeOnly"}
-_SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "dependentSchemas"}
-_SCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems"}
-_SCHEMA_ONE = {"items", "not", "if", "then", "else", "contains", "additionalProperties",
-               "unevaluatedProperties", "unevaluatedItems", "propertyNames"}
 
 
 def lean(schema: Any) -> Any:
@@ -121,18 +117,8 @@ def lean(schema: Any) -> Any:
     steps for the validator (each keyword and each `allOf` level costs a descent)."""
     if not isinstance(schema, dict):
         return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _ANNOTATIONS or key.startswith("x-"):
-            continue
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: lean(sub) for name, sub in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [lean(sub) for sub in value]
-        elif key in _SCHEMA_ONE:
-            out[key] = lean(value)
-        else:
-            out[key] = value
+    out = schemas.map_subschemas(
+        schema, lean, drop=lambda key: key in _ANNOTATIONS or key.startswith("x-"))
     if list(out) == ["allOf"] and len(out["allOf"]) == 1:
         folded: Any = out["allOf"][0]
         return folded

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -14,6 +14,32 @@ SCHEMA_DIR = Path(__file__).parent
 DEFS_URI = "defs.json"
 
 Schema = dict[str, Any]
+
+
+# Where subschemas sit in a JSON Schema (everything else is data: enum, const, examples...).
+SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+SCHEMA_VALUES = frozenset({"items", "not", "if", "then", "else", "contains", "propertyNames",
+                           "additionalProperties", "unevaluatedProperties", "unevaluatedItems"})
+
+
+def map_subschemas(schema: Schema, fn: Callable[[Any], Any],
+                   drop: Callable[[str], bool] = lambda key: False) -> Schema:
+    """A copy of one schema level with `fn` applied to each subschema and `drop`ped keys left
+    out; property names and data values are copied as they are."""
+    out: Schema = {}
+    for key, value in schema.items():
+        if drop(key):
+            continue
+        if key in SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: fn(sub) for name, sub in value.items()}
+        elif key in SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [fn(sub) for sub in value]
+        elif key in SCHEMA_VALUES:
+            out[key] = fn(value)
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import itertools
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
 import orjson
@@ -37,6 +38,17 @@ def free_port() -> int:
 def unique_name(prefix: str = "u") -> str:
     """A username no other test uses (3-32 of letters, digits, _)."""
     return f"{prefix}{os.getpid() % 10000}_{next(_counter)}_{time.monotonic_ns() % 100000}"[:32]
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, *args: str) -> Iterator["ServerProcess"]:
+    """A started server, stopped when the block ends (for module-scoped fixtures)."""
+    proc = ServerProcess(data_dir, *args).start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None:
+            proc.stop()
 
 
 def _die_with_parent() -> None:

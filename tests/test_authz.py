@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 import schemas
-from tests.support import Api, RpcFailure, ServerProcess, unique_name
+from tests.support import Api, RpcFailure, ServerProcess, running_server, unique_name
 
 ROLES = ("owner", "member", "stranger", "banned", "anon", "revoked")
 OK = 0
@@ -44,11 +44,10 @@ class World:
 @pytest.fixture(scope="module")
 def authz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One report bans; one server for the whole matrix."""
-    proc = ServerProcess(tmp_path_factory.mktemp("authz") / "data", "--ban-threshold", "1",
-                         "--rate-limit", "1000").start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("authz") / "data", "--ban-threshold", "1",
+            "--rate-limit", "1000") as proc:
+        yield proc
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import (
     connect_users, db_rows, events_until, rfc3339, stored_files, ts,
 )
-from tests.support import Api, ServerProcess, wait_until
+from tests.support import Api, ServerProcess, running_server, wait_until
 
 ServerFactory = Callable[..., ServerProcess]
 MiB = 1024 * 1024
@@ -25,10 +25,9 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One default server (5 MiB limit) for the tests that need no special settings."""
-    proc = ServerProcess(tmp_path_factory.mktemp("files") / "data").start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("files") / "data") as proc:
+        yield proc
 
 
 async def upload(api: Api, body: bytes | AsyncIterator[bytes], name: str | None = "f.bin",

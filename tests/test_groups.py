@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import (
     Event, all_events_since, chat_of, connect_users, drain, events_until, message_texts,
 )
-from tests.support import Api, ServerProcess
+from tests.support import Api, ServerProcess, running_server
 
 ServerFactory = Callable[..., ServerProcess]
 OWNER_ONLY = ("chats.invite", "chats.link", "chats.approve", "chats.decline")
@@ -20,17 +20,9 @@ OWNER_ONLY = ("chats.invite", "chats.link", "chats.approve", "chats.decline")
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One default server for the tests that need no special settings and no restart."""
-    proc = ServerProcess(tmp_path_factory.mktemp("groups") / "data").start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
-
-
-@pytest.fixture
-async def fresh_http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP session without keep-alive, so it outlives server restarts."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        yield s
+    with running_server(
+            tmp_path_factory.mktemp("groups") / "data") as proc:
+        yield proc
 
 
 def about(events: list[Event], chat_id: str) -> list[Event]:
@@ -367,10 +359,10 @@ async def test_non_member_never_sees_group_messages(shared_server: ServerProcess
 
 
 async def test_group_state_survives_restart(server_factory: ServerFactory,
-                                            fresh_http: aiohttp.ClientSession) -> None:
+                                            http: aiohttp.ClientSession) -> None:
     """Chats, owners, members, messages, live links and pending requests outlive a restart."""
     server = server_factory()
-    owner, member, requester, late = await connect_users(fresh_http, server, 4)
+    owner, member, requester, late = await connect_users(http, server, 4)
     gid = (await owner.call("chats.create", title="durable",
                             members=[member.username]))["chat"]["chat_id"]
     link = (await owner.call("chats.link", chat_id=gid))["link"]

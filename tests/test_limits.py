@@ -12,7 +12,7 @@ import orjson
 import pytest
 from yarl import URL
 
-from tests.support import Api, ServerProcess, unique_name
+from tests.support import Api, ServerProcess, running_server, unique_name
 
 MAX_BODY = 2000
 MAX_BATCH = 5
@@ -22,21 +22,19 @@ MAX_TEXT = 50
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with small body, batch and text limits."""
-    proc = ServerProcess(tmp_path_factory.mktemp("limits") / "data",
-                         "--max-body", str(MAX_BODY), "--max-batch", str(MAX_BATCH),
-                         "--max-text", str(MAX_TEXT)).start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("limits") / "data",
+            "--max-body", str(MAX_BODY), "--max-batch", str(MAX_BATCH),
+            "--max-text", str(MAX_TEXT)) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with default limits (1 MiB bodies)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("roomy") / "data").start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("roomy") / "data") as proc:
+        yield proc
 
 
 @pytest.fixture

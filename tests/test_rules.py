@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import aiohttp
 import pytest
@@ -19,13 +19,6 @@ from tests.helpers import (
 from tests.support import Api, ServerProcess, wait_until
 
 ServerFactory = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-async def fresh_http() -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP session without keep-alive, so it outlives server restarts."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-        yield s
 
 
 # -- lifetime -------------------------------------------------------------------------------
@@ -310,10 +303,10 @@ async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSes
 
 
 async def test_scheduled_message_survives_restart(
-        server_factory: ServerFactory, fresh_http: aiohttp.ClientSession) -> None:
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
     """Due while the server is down: sent at start-up, exactly once, also after more restarts."""
     server = server_factory()
-    author, recipient = await connect_users(fresh_http, server, 2)
+    author, recipient = await connect_users(http, server, 2)
     start = recipient.cursor
     assert start is not None
     due = time.time() + 2.0
@@ -344,10 +337,10 @@ async def test_scheduled_message_survives_restart(
 # -- reports and bans -----------------------------------------------------------------------
 
 async def test_reports_and_bans(server_factory: ServerFactory,
-                                fresh_http: aiohttp.ClientSession) -> None:
+                                http: aiohttp.ClientSession) -> None:
     """3 distinct reporters ban for 2 s: every send is 403 banned; reports reset; ban lifts."""
     server = server_factory("--ban-threshold", "3", "--ban-duration", "2")
-    target, r1, r2, r3, r4 = await connect_users(fresh_http, server, 5)
+    target, r1, r2, r3, r4 = await connect_users(http, server, 5)
     r1_start = r1.cursor
     assert r1_start is not None
     group = (await target.call("chats.create", title="before the ban",

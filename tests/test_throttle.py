@@ -9,7 +9,7 @@ from typing import AsyncIterator, Callable, Iterator
 import aiohttp
 import pytest
 
-from tests.support import Api, RpcFailure, ServerProcess, unique_name
+from tests.support import Api, RpcFailure, ServerProcess, running_server, unique_name
 
 ServerFactory = Callable[..., ServerProcess]
 THROTTLE = ("--login-max-failures", "3", "--login-window", "2")
@@ -47,20 +47,18 @@ class Clients:
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """3 failed logins per username (30 per address) in a 2 s window."""
-    proc = ServerProcess(tmp_path_factory.mktemp("throttle") / "data", *THROTTLE).start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("throttle") / "data", *THROTTLE) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def one_try_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """1 failed login per username, so an address reaches its 10 with few attempts."""
-    proc = ServerProcess(tmp_path_factory.mktemp("one_try") / "data",
-                         "--login-max-failures", "1", "--login-window", "3").start()
-    yield proc
-    if proc.proc is not None:
-        proc.stop()
+    with running_server(
+            tmp_path_factory.mktemp("one_try") / "data",
+            "--login-max-failures", "1", "--login-window", "3") as proc:
+        yield proc
 
 
 @pytest.fixture
