@@ -213,6 +213,17 @@ class Api:
             self.cursor = body["cursor"]
         return body
 
+    async def all_messages(self, chat_id: str) -> list[Any]:
+        """Every live message of a chat, paging back through messages.history."""
+        pages: list[list[Any]] = []
+        params: dict[str, Any] = {"chat_id": chat_id, "limit": 100}
+        while True:
+            page = await self.call("messages.history", **params)
+            pages.insert(0, page["messages"])
+            if not page["more"]:
+                return [m for chunk in pages for m in chunk]
+            params["before"] = page["messages"][0]["message_id"]
+
     async def next_events(self, timeout: float = 5) -> list[Any]:
         """Poll from the kept cursor until something arrives."""
         body = await self.poll(self.cursor, timeout=timeout)

@@ -246,17 +246,7 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_message(
     await asyncio.gather(*tasks, return_exceptions=True)
     assert len(acknowledged) > 20
     server.start()
-    stored: set[str] = set()
-    before = None
-    while True:
-        params = {"chat_id": chat["chat_id"], "limit": 100}
-        if before:
-            params["before"] = before
-        page = await group_owner.call("messages.history", **params)
-        stored.update(m["message_id"] for m in page["messages"])
-        if not page["more"]:
-            break
-        before = page["messages"][0]["message_id"]
+    stored = {m["message_id"] for m in await group_owner.all_messages(chat["chat_id"])}
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} acknowledged messages lost"
 

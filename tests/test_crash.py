@@ -93,17 +93,7 @@ async def worker(me: Api, others: list[Api], acked: Acked, rng: random.Random,
 
 async def all_history(api: Api, chat_id: str) -> dict[str, str]:
     """message_id -> text of every live message of a chat."""
-    out: dict[str, str] = {}
-    before = None
-    while True:
-        params: dict[str, Any] = {"chat_id": chat_id, "limit": 100}
-        if before:
-            params["before"] = before
-        page = await api.call("messages.history", **params)
-        out.update((m["message_id"], m["text"]) for m in page["messages"])
-        if not page["more"]:
-            return out
-        before = page["messages"][0]["message_id"]
+    return {m["message_id"]: m["text"] for m in await api.all_messages(chat_id)}
 
 
 async def verify(users: dict[str, Api], acked: Acked) -> None:

@@ -14,17 +14,7 @@ from tests.support import Api, ServerProcess, unique_name
 
 async def history_ids(api: Api, chat_id: str) -> set[str]:
     """Every live message id of a chat."""
-    ids: set[str] = set()
-    before = None
-    while True:
-        params: dict[str, Any] = {"chat_id": chat_id, "limit": 100}
-        if before:
-            params["before"] = before
-        page = await api.call("messages.history", **params)
-        ids.update(m["message_id"] for m in page["messages"])
-        if not page["more"]:
-            return ids
-        before = page["messages"][0]["message_id"]
+    return {m["message_id"] for m in await api.all_messages(chat_id)}
 
 
 async def test_sigterm_answers_polls_finishes_calls_and_exits_0(
