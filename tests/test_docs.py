@@ -23,7 +23,7 @@ from rpc.openrpc import build_openrpc
 from rpc.validation import compile_schema
 from tests.support import Api, ServerProcess
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "meta_schemas"
 # The released OpenRPC meta-schema refers to its JSON Schema meta-schema by these URIs.
 JSON_SCHEMA_TOOLS = ("https://meta.json-schema.tools", "https://meta.json-schema.tools/")
 VOID_TAGS = {"meta", "br", "hr", "img", "input", "link"}
@@ -53,7 +53,7 @@ def docs_page() -> str:
 
 
 def meta_validator() -> Draft7Validator:
-    """The OpenRPC 1.3 meta-schema, offline (tests/data/README.md says where it is from).
+    """The OpenRPC 1.3 meta-schema, offline (tests/meta_schemas/README.md says where it is from).
 
     Its `$schema` names the json-schema.tools dialect, which is draft-07 with its own
     meta-schema: so it is checked as draft-07, with that meta-schema shipped beside it.
