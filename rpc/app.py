@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from typing import AsyncIterator
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -184,7 +185,6 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
         f = await file_for_download(request.app[SERVICES], caller, request.match_info["file_id"])
     except errors.RpcError as err:
         return http_error(int(err.code), err.message)
-    from urllib.parse import quote
     return web.FileResponse(f.path, headers={
         "Content-Type": f.content_type,
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(f.name)}",
@@ -223,7 +223,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 def make_store(settings: Settings) -> Store:
     """The configured backend."""
     if settings.store == "postgres":
-        from store.postgres import PostgresStore
+        from store.postgres import PostgresStore  # asyncpg is loaded only when used
         assert settings.database_url
         return PostgresStore(settings.database_url)
     return SqliteStore(settings.db_path, power_safe=settings.durability == "power")
