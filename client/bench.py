@@ -74,17 +74,23 @@ def _free_port() -> int:
         return port
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_ready(target: Target) -> None:
+    """Wait until a started target answers; stop it (and clean up) if it never does."""
+    proc = target.proc
+    assert proc is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{url}: server exited with {proc.returncode}")
+            code = proc.returncode
+            target.stop()
+            raise SystemExit(f"{target.url}: server exited with {code}")
         try:
-            with urllib.request.urlopen(url + "/openrpc.json", timeout=1):
+            with urllib.request.urlopen(target.url + "/openrpc.json", timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"{url}: server did not start")
+    target.stop()
+    raise SystemExit(f"{target.url}: server did not start")
 
 
 def spawn_messenger(extra: Sequence[str]) -> Target:
@@ -98,9 +104,9 @@ def spawn_messenger(extra: Sequence[str]) -> Target:
            "--polls-per-session", "100000", "--login-max-failures", "1000000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(
         os.path.join(workdir, "server.log"), "wb"))
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, proc)
-    return Target("messenger", url, proc, proc.pid, workdir)
+    target = Target("messenger", f"http://127.0.0.1:{port}", proc, proc.pid, workdir)
+    _wait_ready(target)
+    return target
 
 
 def spawn_floor() -> Target:
@@ -108,9 +114,9 @@ def spawn_floor() -> Target:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "client.floor", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, proc)
-    return Target("floor", url, proc, proc.pid)
+    target = Target("floor", f"http://127.0.0.1:{port}", proc, proc.pid)
+    _wait_ready(target)
+    return target
 
 
 def cpu_seconds(pids: list[int]) -> float | None:
@@ -421,10 +427,15 @@ COMPARE = {"send": ("acks_per_s", "higher"), "fanout": ("p99_ms", "lower"),
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every requested scenario on every requested target."""
     targets: list[Target] = []
-    if args.floor:
-        targets.append(spawn_floor())
-    if args.spawn:
-        targets.append(spawn_messenger(args.server_arg))
+    try:
+        if args.floor:
+            targets.append(spawn_floor())
+        if args.spawn:
+            targets.append(spawn_messenger(args.server_arg))
+    except BaseException:
+        for target in targets:  # e.g. the floor started, then the server failed to
+            target.stop()
+        raise
     if args.server:
         urls = [u.rstrip("/") for u in args.server]
         pids = args.server_pid or []
