@@ -39,7 +39,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(12)}"
 
 
-async def check_not_banned(tx: SqlTx, user: User, now: float) -> None:
+def check_not_banned(user: User, now: float) -> None:
     """403 with reason `banned` while the user is banned."""
     if user.banned_until is not None and user.banned_until > now:
         raise errors.forbidden("you are banned from sending", reason="banned",
@@ -120,7 +120,7 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
     """
     author = await tx.get_user(draft.author_id)
     assert author is not None
-    await check_not_banned(tx, author, now)
+    check_not_banned(author, now)
     chat, _ = await resolve_target(tx, author, draft, now, create=False)
     attachments = await check_draft(tx, services, author, draft,
                                     None if chat is None else chat.chat_id, now)
@@ -191,7 +191,7 @@ async def schedule(services: Services, draft: Draft, send_at: float,
     async def store_it(tx: SqlTx) -> Scheduled:
         author = await tx.get_user(draft.author_id)
         assert author is not None
-        await check_not_banned(tx, author, now)
+        check_not_banned(author, now)
         chat, _ = await resolve_target(tx, author, draft, now, create=False)
         chat_id = None if chat is None else chat.chat_id
         await check_draft(tx, services, author, draft, chat_id, now)

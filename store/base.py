@@ -74,11 +74,6 @@ class Notifier:
         """Whether any poll is parked."""
         return bool(self._waiters)
 
-    @property
-    def total_waiting(self) -> int:
-        """All parked polls."""
-        return sum(len(w) for w in self._waiters.values())
-
     def wake(self, wakeups: Wakeups) -> None:
         """Wake the waiters of every user a committed write concerns."""
         if wakeups.everyone:

@@ -123,20 +123,6 @@ class SqlTx:
         await self.db.execute("UPDATE users SET banned_until = ? WHERE user_id = ?",
                               until, user_id)
 
-    async def lift_expired_bans(self, now: float) -> list[UserId]:
-        """Clear bans whose time has passed; the users whose ban ended."""
-        rows = await self.db.fetchall(
-            "SELECT user_id FROM users WHERE banned_until IS NOT NULL AND banned_until <= ?", now)
-        await self.db.execute(
-            "UPDATE users SET banned_until = NULL WHERE banned_until IS NOT NULL"
-            " AND banned_until <= ?", now)
-        return [UserId(r[0]) for r in rows]
-
-    async def count_users(self) -> int:
-        """Registered users."""
-        r = await self.db.fetchone("SELECT COUNT(*) FROM users")
-        return int(r[0]) if r else 0
-
     # -- sessions ------------------------------------------------------------------------
     async def create_session(self, token_hash: str, user_id: UserId, client: str | None,
                              now: float) -> None:
