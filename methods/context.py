@@ -32,6 +32,13 @@ class Limits:
     session_idle: float = 30 * 86400
     polls_per_user: int = 20
     polls_per_session: int = 4
+    user_storage: int = 100 * 1024 * 1024
+    register_limit: int = 10
+    register_period: float = 3600
+    max_sessions: int = 50
+    max_scheduled: int = 100
+    report_min_age: float = 3600
+    min_password: int = 8
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ class ErrorCode(IntEnum):
     CONFLICT = 409
     TOO_LARGE = 413
     TOO_MANY_REQUESTS = 429
+    SERVICE_UNAVAILABLE = 503
+    INSUFFICIENT_STORAGE = 507
 
 
 @dataclass
@@ -96,3 +98,14 @@ def too_many(message: str, retry_after: int, **data: Any) -> RpcError:
     """Over a quota or throttle; `retry_after` seconds until it resets."""
     return RpcError(ErrorCode.TOO_MANY_REQUESTS, message,
                     {"retry_after": retry_after, **data})
+
+
+def unavailable(message: str = "the database is unreachable; try again shortly",
+                retry_after: int = 2) -> RpcError:
+    """The database cannot be reached for now; the server recovers by itself."""
+    return RpcError(ErrorCode.SERVICE_UNAVAILABLE, message, {"retry_after": retry_after})
+
+
+def disk_full(message: str = "out of disk space; nothing was written") -> RpcError:
+    """No space left to write; nothing was stored."""
+    return RpcError(ErrorCode.INSUFFICIENT_STORAGE, message)

@@ -24,6 +24,13 @@ class Settings:
     max_batch: int
     log_level: str
     limits: Limits
+    max_response: int = 4 * 1024 * 1024
+    read_timeout: float = 30
+    max_connections: int = 4096
+    max_connections_per_address: int = 256
+    trusted_proxies: frozenset[str] = frozenset()
+    cors_origins: frozenset[str] = frozenset()
+    public_url: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -55,6 +62,16 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     ("session-idle", float, "seconds after which an unused session (token) expires"),
     ("polls-per-user", int, "parked polls one user may hold; the oldest is answered when exceeded"),
     ("polls-per-session", int, "parked polls one session may hold; the oldest is answered"),
+    ("user-storage", int,
+     "bytes of files one user may hold (uploaded, not yet expired); past it uploads are 413"),
+    ("register-limit", int, "new usernames one client address may register per window"),
+    ("register-period", float, "length in seconds of the fixed registration window"),
+    ("max-sessions", int,
+     "sessions one user may hold; a connect past it ends the least recently used one"),
+    ("max-scheduled", int, "pending scheduled messages per user"),
+    ("report-min-age", float,
+     "seconds an account must exist before its reports count toward a ban"),
+    ("min-password", int, "characters a new account's password needs"),
 ]
 
 
@@ -88,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes per /rpc request body")
     p.add_argument("--max-batch", type=int, default=int(_env("max-batch") or 100),
                    help="requests per JSON-RPC batch")
+    p.add_argument("--max-response", type=int,
+                   default=int(_env("max-response") or 4 * 1024 * 1024),
+                   help="bytes of one /rpc answer (a batch's answers together); items past "
+                        "the budget answer 413")
+    p.add_argument("--read-timeout", type=float, default=float(_env("read-timeout") or 30),
+                   help="seconds a client has to send a request's headers and whole body")
+    p.add_argument("--max-connections", type=int,
+                   default=int(_env("max-connections") or 4096),
+                   help="open connections in all; past it new ones are refused at once")
+    p.add_argument("--max-connections-per-address", type=int,
+                   default=int(_env("max-connections-per-address") or 256),
+                   help="open connections from one client address")
+    p.add_argument("--trusted-proxies", default=_env("trusted-proxies") or "",
+                   help="comma-separated proxy addresses whose X-Forwarded-For names the "
+                        "client address")
+    p.add_argument("--cors-origins", default=_env("cors-origins") or "",
+                   help="comma-separated origins (or *) allowed to call the API from a browser")
+    p.add_argument("--public-url", default=_env("public-url"),
+                   help="the server's public base URL (for /openrpc.json); default: from "
+                        "the request")
     p.add_argument("--log-level", default=_env("log-level") or "INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
     for flag, kind, text in _LIMIT_FLAGS:
@@ -109,4 +146,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return Settings(host=args.host, port=args.port, data_dir=args.data_dir, store=args.store,
                     database_url=args.database_url, durability=args.durability,
                     max_body=args.max_body,
-                    max_batch=args.max_batch, log_level=args.log_level, limits=limits)
+                    max_batch=args.max_batch, log_level=args.log_level, limits=limits,
+                    max_response=args.max_response, read_timeout=args.read_timeout,
+                    max_connections=args.max_connections,
+                    max_connections_per_address=args.max_connections_per_address,
+                    trusted_proxies=_csv(args.trusted_proxies),
+                    cors_origins=_csv(args.cors_origins), public_url=args.public_url)
+
+
+def _csv(text: str) -> frozenset[str]:
+    """A comma-separated flag as a set of non-empty items."""
+    return frozenset(item.strip() for item in text.split(",") if item.strip())

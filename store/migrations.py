@@ -128,6 +128,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX login_failures_key ON login_failures (key, at);
     """,
+    # 2: open network (registrations per address, blocks, report/ban bookkeeping, storage).
+    """
+    """,
+    # 3: messenger essentials (edits, deletes, search, read positions, client_msg_id).
+    """
+    """,
+    # 4: faults (login attempts claimed across processes, health).
+    """
+    """,
+    # 5: scale (files in the database, maintained counters).
+    """
+    """,
 ]
 
 
