@@ -128,7 +128,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX login_failures_key ON login_failures (key, at);
     """,
-    # 2: open network (registrations per address, blocks, report/ban bookkeeping, storage).
+    # 2: open network I (resources: storage per user, scheduled attachments, purge indexes).
     """
     """,
     # 3: messenger essentials (edits, deletes, search, read positions, client_msg_id).
@@ -138,6 +138,9 @@ MIGRATIONS: list[str] = [
     """
     """,
     # 5: scale (files in the database, maintained counters).
+    """
+    """,
+    # 6: open network II (registrations per address, blocks, report/ban bookkeeping, logins).
     """
     """,
 ]
