@@ -25,6 +25,8 @@ from typing import Any, Awaitable, Callable, Sequence
 import aiohttp
 
 from client.api import MessengerClient
+from client.bench_datascale import datascale
+from client.bench_soak import soak
 from client.errors import MessengerError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -363,7 +365,11 @@ class Bench:
         async def park(c: MessengerClient) -> None:
             nonlocal answered
             try:
-                await c.poll(cursor=2 ** 62, timeout=60)
+                # Catch up first: a poll parks only when nothing is waiting after its cursor.
+                body = await c.poll(timeout=0, limit=1000)
+                while body["more"] or body["events"]:
+                    body = await c.poll(body["cursor"], timeout=0, limit=1000)
+                await c.poll(cursor=body["cursor"], timeout=60)
                 answered += 1
             except MessengerError:
                 answered += 1
@@ -421,6 +427,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 COMPARE = {"send": ("acks_per_s", "higher"), "fanout": ("p99_ms", "lower"),
+           "datascale": ("worst_stall_ms", "lower"), "soak": ("rss_growth_pct", "lower"),
            "idle": ("kib_per_poll", "lower"), "connect": ("connects_per_s", "higher")}
 
 
@@ -448,6 +455,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for scenario in args.scenarios:
             for target in targets:
+                if scenario in ("datascale", "soak") and target.name == "floor":
+                    continue  # the floor stores nothing: there is no data to scale
                 connector = aiohttp.TCPConnector(limit=0)
                 async with aiohttp.ClientSession(connector=connector) as http:
                     bench = Bench(target, http, f"{tag}{scenario[0]}{target.name[0]}")
@@ -460,6 +469,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                  args.interval)
                     elif scenario == "idle":
                         row = await bench.idle(args.idle_polls, args.users)
+                    elif scenario == "soak":
+                        row = await soak(bench.client, target.pid, bench.tag, target.name,
+                                         args.soak_seconds, args.soak_sample)
+                    elif scenario == "datascale":
+                        row = await datascale(http, target.url, bench.tag, target.name,
+                                              tuple(args.datascale_sizes))
                     else:
                         row = await bench.connect(args.connects, args.concurrency)
                 print(json.dumps(row), flush=True)
@@ -484,8 +499,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="messenger-bench", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("scenarios", nargs="*", default=["send", "fanout", "idle", "connect"],
-                   choices=["send", "fanout", "idle", "connect"], metavar="SCENARIO",
-                   help="send, fanout, idle, connect")
+                   choices=["send", "fanout", "idle", "connect", "datascale", "soak"],
+                   metavar="SCENARIO", help="send, fanout, idle, connect, datascale, soak")
     p.add_argument("--server", action="append",
                    help="measure a running server at this URL; repeat it for several "
                         "processes of one deployment (users are spread over them)")
@@ -509,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--idle-polls", type=int, default=1000, help="idle: parked polls")
     p.add_argument("--connects", type=int, default=64, help="connect: connects")
     p.add_argument("--concurrency", type=int, default=8, help="connect: at once")
+    p.add_argument("--datascale-sizes", type=int, nargs="+", default=[1000, 100_000],
+                   help="datascale: stored messages at which requests are timed")
+    p.add_argument("--soak-seconds", type=float, default=600, help="soak: seconds")
+    p.add_argument("--soak-sample", type=float, default=10,
+                   help="soak: seconds between RSS and descriptor samples")
     args = p.parse_args(argv)
     asyncio.run(run(args))
 

@@ -35,6 +35,23 @@ def test_every_scenario_runs_against_messenger_and_floor() -> None:
     assert "server_cpu_pct" in messenger["send"] and "client_cpu_pct" in messenger["send"]
 
 
+def test_datascale_measures_both_sizes_and_the_stall() -> None:
+    rows = run_bench("--spawn", "datascale", "--datascale-sizes", "50", "300")
+    (row,) = rows
+    assert row["scenario"] == "datascale" and row["seed_errors"] == 0
+    for kind in ("status", "backlog_poll", "history"):
+        assert float(str(row[f"{kind}_50_ms"])) > 0 and f"{kind}_ratio" in row
+    assert float(str(row["worst_stall_ms"])) > 0
+
+
+def test_soak_reports_memory_and_descriptor_growth() -> None:
+    rows = run_bench("--spawn", "soak", "--soak-seconds", "6", "--soak-sample", "0.5")
+    (row,) = rows
+    assert row["scenario"] == "soak" and row["errors"] == 0
+    assert row["sends"] and row["polled"] and row["connects"] and row["uploads"]
+    assert "rss_growth_pct" in row and "fds_growth_pct" in row
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_send_with_wrk() -> None:
     rows = run_bench("--spawn", "--wrk", "send")
