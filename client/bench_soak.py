@@ -51,8 +51,8 @@ async def soak(make_client: Any, pid: int | None, tag: str, target: str, duratio
 
     writers = [await login(f"ks{tag}_{i}") for i in range(senders)]
     readers = [await login(f"kr{tag}_{i}") for i in range(4)]
-    names = [f"kr{tag}_{i}"[:32] for i in range(4)] + [f"ks{tag}_{i}"[:32]
-                                                        for i in range(1, senders)]
+    names = [f"kr{tag}_{i}"[:32] for i in range(4)]
+    names += [f"ks{tag}_{i}"[:32] for i in range(1, senders)]
     chat = await writers[0].create_chat("soak", names)
     chat_id = chat["chat"]["chat_id"]
     counts = {"sends": 0, "polled": 0, "connects": 0, "uploads": 0, "pages": 0, "errors": 0}
