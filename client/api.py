@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import mimetypes
 import os
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,9 +19,11 @@ from yarl import URL
 
 from .errors import MessengerError, RpcError, ServerUnavailable
 from .models import (
+    BlockedList,
     ChatResult,
     ConnectResult,
     DownloadResult,
+    EditResult,
     Event,
     FileInfo,
     HistoryResult,
@@ -29,6 +32,7 @@ from .models import (
     PollResult,
     ReportResult,
     ScheduledList,
+    SearchResult,
     SendResult,
     Status,
 )
@@ -50,6 +54,31 @@ POLL_READ_MARGIN = 30.0
 def _drop_none(**params: Any) -> dict[str, Any]:
     """Params without the keys whose value is None (the server treats absent as default)."""
     return {key: value for key, value in params.items() if value is not None}
+
+
+def poll_read_timeout(timeout: object = None) -> aiohttp.ClientTimeout:
+    """The HTTP timeout of a long poll asking to wait `timeout` seconds (None: the default)."""
+    wait = timeout if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) \
+        else LONGEST_POLL_WAIT
+    return aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                 sock_read=min(max(wait, 0), LONGEST_POLL_WAIT)
+                                 + POLL_READ_MARGIN)
+
+
+# Waits before the repeats of a send whose outcome is unknown (see `send_params`).
+SEND_RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+
+def new_client_msg_id() -> str:
+    """A fresh `client_msg_id`: the key that makes a send safe to retry."""
+    return "c_" + secrets.token_urlsafe(12)
+
+
+def _worth_retrying(exc: MessengerError) -> bool:
+    """Whether a send failed in a way where repeating it may succeed (and is safe with
+    its client_msg_id): the server unreachable, or 503 (its database restarting)."""
+    return isinstance(exc, ServerUnavailable) or (
+        isinstance(exc, RpcError) and exc.code == 503)
 
 
 def _query_value(value: int | float) -> str:
@@ -196,12 +225,13 @@ class MessengerClient:
 
     # -- JSON-RPC --------------------------------------------------------------------------
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(self, method: str, params: dict[str, Any] | None = None, *,
+                   timeout: aiohttp.ClientTimeout | None = None) -> dict[str, Any]:
         """Call one JSON-RPC method and return its result object; errors raise RpcError."""
         request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
                    "params": params if params is not None else {}}
         status, reason, body = await self._exchange(
-            "POST", "/rpc", timeout=self._rpc_timeout(), data=orjson.dumps(request),
+            "POST", "/rpc", timeout=timeout or self._rpc_timeout(), data=orjson.dumps(request),
             headers={"Content-Type": "application/json"})
         try:
             doc = orjson.loads(body)
@@ -241,11 +271,53 @@ class MessengerClient:
 
     async def send(self, chat_id: str | None = None, to: str | None = None,
                    text: str | None = None, attachments: list[str] | None = None,
-                   comment_to: str | None = None, send_at: str | None = None) -> SendResult:
-        """Send (or schedule, with a future `send_at`) a message to a chat or a user."""
-        return cast(SendResult, await self.call("messages.send", _drop_none(
+                   comment_to: str | None = None, send_at: str | None = None,
+                   client_msg_id: str | None = None) -> SendResult:
+        """Send (or schedule, with a future `send_at`) a message to a chat or a user.
+
+        Safe to retry: see `send_params` (a fresh `client_msg_id` unless one is given).
+        """
+        return await self.send_params(_drop_none(
             chat_id=chat_id, to=to, text=text, attachments=attachments,
-            comment_to=comment_to, send_at=send_at)))
+            comment_to=comment_to, send_at=send_at, client_msg_id=client_msg_id))
+
+    async def send_params(self, params: dict[str, Any]) -> SendResult:
+        """`messages.send` with these params, retried safely when the outcome is unknown.
+
+        The send carries a `client_msg_id` (a fresh one unless `params` has one). When the
+        server cannot be reached, the connection breaks before the answer, or it answers
+        503, the same send is repeated with the same id (SEND_RETRY_DELAYS): the server
+        answers a repeat with the first message and sends nothing twice.
+        """
+        params = dict(params)
+        params.setdefault("client_msg_id", new_client_msg_id())
+        for delay in (*SEND_RETRY_DELAYS, None):
+            try:
+                return cast(SendResult, await self.call("messages.send", params))
+            except (ServerUnavailable, RpcError) as exc:
+                if delay is None or not _worth_retrying(exc):
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def edit(self, message_id: str, text: str) -> EditResult:
+        """Replace the text of a message you sent."""
+        return cast(EditResult, await self.call("messages.edit", {
+            "message_id": message_id, "text": text}))
+
+    async def delete(self, message_id: str) -> None:
+        """Delete a message you sent (or any message of a group chat you own)."""
+        await self.call("messages.delete", {"message_id": message_id})
+
+    async def search(self, query: str, chat_id: str | None = None, before: str | None = None,
+                     limit: int | None = None) -> SearchResult:
+        """Messages of your chats with every word of `query`, newest first."""
+        return cast(SearchResult, await self.call("messages.search", _drop_none(
+            query=query, chat_id=chat_id, before=before, limit=limit)))
+
+    async def mark_read(self, chat_id: str, message_id: str | None = None) -> None:
+        """Mark a chat read up to a message (default: its newest); never moves back."""
+        await self.call("chats.read", _drop_none(chat_id=chat_id, message_id=message_id))
 
     async def history(self, chat_id: str, before: str | None = None,
                       limit: int | None = None) -> HistoryResult:
@@ -295,9 +367,31 @@ class MessengerClient:
         """Leave a chat (not the general chat)."""
         await self.call("chats.leave", {"chat_id": chat_id})
 
+    async def block(self, username: str) -> None:
+        """Block a user: they can no longer message you 1-to-1, invite you or add you."""
+        await self.call("users.block", {"username": username})
+
+    async def unblock(self, username: str) -> None:
+        """Lift a block."""
+        await self.call("users.unblock", {"username": username})
+
+    async def blocked(self) -> BlockedList:
+        """The usernames you block."""
+        return cast(BlockedList, await self.call("users.blocked"))
+
     async def discover(self) -> dict[str, Any]:
         """The server's OpenRPC document."""
         return await self.call("rpc.discover")
+
+    async def events_poll(self, cursor: int | None = None, timeout: float | None = None,
+                          limit: int | None = None) -> PollResult:
+        """`events.poll`: the same answer as `poll()`, through JSON-RPC."""
+        result = await self.call("events.poll", _drop_none(
+            cursor=cursor, timeout=timeout, limit=limit), timeout=poll_read_timeout(timeout))
+        if self.on_event is not None:
+            for event in result.get("events", []):
+                self.on_event(event)
+        return cast(PollResult, result)
 
     # -- long poll -------------------------------------------------------------------------
 
@@ -380,10 +474,13 @@ class MessengerClient:
         return cast(FileInfo, result)
 
     async def download(self, file_id: str, dest_path: str | os.PathLike[str],
-                       progress: ProgressCallback | None = None) -> DownloadResult:
+                       progress: ProgressCallback | None = None,
+                       overwrite: bool = True) -> DownloadResult:
         """Stream a file to `dest_path` (written whole or not at all).
 
-        When `dest_path` is a directory the file keeps the name the server gives it.
+        When `dest_path` is a directory the file keeps the name the server gives it. With
+        `overwrite=False` an existing file is kept and the download gets a free name beside
+        it (`x (1).pdf`); the result's `renamed_from` then names the existing one.
         """
         dest = Path(dest_path)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10,
@@ -406,7 +503,11 @@ class MessengerClient:
                         done += len(chunk)
                         if progress is not None:
                             progress(done, total)
-                os.replace(partial, dest)
+                wanted = dest
+                if overwrite:
+                    os.replace(partial, dest)
+                else:
+                    dest = _move_without_overwriting(partial, dest)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
                     asyncio.TimeoutError) as exc:
                 partial.unlink(missing_ok=True)
@@ -414,8 +515,31 @@ class MessengerClient:
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-            return DownloadResult(path=str(dest), size=done, name=served_name,
-                                  content_type=resp.headers.get("Content-Type"))
+            result = DownloadResult(path=str(dest), size=done, name=served_name,
+                                    content_type=resp.headers.get("Content-Type"))
+            if dest != wanted:
+                result["renamed_from"] = str(wanted)
+            return result
+
+
+def _move_without_overwriting(partial: Path, dest: Path) -> Path:
+    """Move `partial` to `dest`, or to `dest (1)`, `dest (2)`... if taken; where it went.
+
+    A hard link fails when the name exists, so two downloads cannot pick the same name."""
+    for n in range(10000):
+        candidate = dest if n == 0 else dest.with_name(f"{dest.stem} ({n}){dest.suffix}")
+        try:
+            os.link(partial, candidate)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some file systems): check, then rename
+            if candidate.exists():
+                continue
+            os.replace(partial, candidate)
+            return candidate
+        partial.unlink()
+        return candidate
+    raise FileExistsError(f"no free name for {dest}")
 
 
 def _safe_file_name(name: str) -> str:

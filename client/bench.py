@@ -101,9 +101,13 @@ def spawn_messenger(extra: Sequence[str]) -> Target:
     port = _free_port()
     # Parked-poll caps are raised so the idle and fan-out scenarios can share sessions
     # (each connect costs one deliberate KDF run; 10,000 of them would take minutes).
+    # Every simulated client connects from 127.0.0.1: the per-address caps meant for the
+    # open internet (connections, registrations) are raised to the bench's sizes.
     cmd = [sys.executable, "-m", "rpc.server", "--port", str(port), "--data-dir", workdir,
            "--log-level", "WARNING", "--polls-per-user", "100000",
-           "--polls-per-session", "100000", "--login-max-failures", "1000000", *extra]
+           "--polls-per-session", "100000", "--login-max-failures", "1000000",
+           "--max-connections", "30000", "--max-connections-per-address", "30000",
+           "--register-limit", "1000000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(
         os.path.join(workdir, "server.log"), "wb"))
     target = Target("messenger", f"http://127.0.0.1:{port}", proc, proc.pid, workdir)

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .api import MessengerClient
+from .api import MessengerClient, poll_read_timeout
 from .errors import MessengerError, RpcError, ServerUnavailable
 from .models import Event
 from .poll import PollLoop
@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "call", help="one JSON-RPC call; JSON result on stdout",
         epilog=CALL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     call.add_argument("method", help="e.g. session.connect, messages.send, files.upload")
-    call.add_argument("params", nargs="*", metavar="key=value")
+    # default=[]: argparse would otherwise call an empty `*` list required.
+    call.add_argument("params", nargs="*", metavar="key=value", default=[],
+                      help="params by name (optional)")
     poll = commands.add_parser("poll", help="print events as JSON lines, forever")
     poll.add_argument("--cursor", type=int, default=None,
                       help="start after this seq (default: the server's read marker)")
@@ -121,6 +123,9 @@ async def _files_upload(client: MessengerClient, params: dict[str, Any]) -> dict
     path = params.get("path")
     if not isinstance(path, str):
         raise UsageError("files.upload needs path=FILE")
+    if not os.path.isfile(path):
+        raise UsageError(f"files.upload: {path}: "
+                         + ("is a directory" if os.path.isdir(path) else "no such file"))
     result = await client.upload(path, name=params.get("name"),
                                  content_type=params.get("content_type"))
     return dict(result)
@@ -151,19 +156,44 @@ async def run_call(args: argparse.Namespace) -> int:
         user, token = None, None
     else:
         user, token = _stored_login(args, server, store)
-    async with MessengerClient(server, token=token) as client:
-        if method == "files.upload":
-            result = await _files_upload(client, params)
-        elif method == "files.download":
-            result = await _files_download(client, params)
-        else:
-            result = await client.call(method, params)
+    try:
+        async with MessengerClient(server, token=token) as client:
+            result = await _call(client, method, params)
+    except RpcError as exc:
+        if exc.code == 401 and method != "session.connect":
+            print(login_hint(server, user, token is not None), file=sys.stderr)
+        raise
     if method == "session.connect":
         store.put(server, str(result["username"]), str(result["token"]))
     elif method == "session.disconnect" and user is not None:
         store.remove(server, user)
     print(dumps(result, pretty=True), flush=True)
     return EXIT_OK
+
+
+async def _call(client: MessengerClient, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One call of `messenger call`, the client-side pseudo-methods included."""
+    if method == "files.upload":
+        return await _files_upload(client, params)
+    if method == "files.download":
+        return await _files_download(client, params)
+    if method == "events.poll":  # a long poll: wait longer than an ordinary call
+        return await client.call(method, params,
+                                 timeout=poll_read_timeout(params.get("timeout")))
+    if method == "messages.send":  # through the library: a client_msg_id, safe retries
+        return dict(await client.send_params(params))
+    return await client.call(method, params)
+
+
+def login_hint(server: str, user: str | None, had_token: bool) -> str:
+    """What to run when a call needs a session (the line before a 401's JSON error)."""
+    name = user or "NAME"
+    how = f"messenger --user {name} call session.connect username={name} password=..."
+    if had_token:
+        return f"messenger: the stored session of {name} on {server} has ended; log in " \
+               f"again: {how}"
+    return f"messenger: no stored session for {user or 'any user'} on {server}; log in " \
+           f"first: {how}"
 
 
 def _write_line(text: str) -> None:
@@ -174,7 +204,7 @@ def _write_line(text: str) -> None:
 async def run_poll(args: argparse.Namespace) -> int:
     """`messenger poll`: every event as one JSON line, forever, reconnecting as needed."""
     server = resolve_server(args.server)
-    _, token = _stored_login(args, server, TokenStore())
+    user, token = _stored_login(args, server, TokenStore())
 
     def lost(exc: MessengerError) -> None:
         print(f"messenger: {exc}; reconnecting…", file=sys.stderr, flush=True)
@@ -187,7 +217,12 @@ async def run_poll(args: argparse.Namespace) -> int:
 
     async with MessengerClient(server, token=token) as client:
         # One quick call first, so a wrong URL or token fails at once instead of retrying.
-        await client.status()
+        try:
+            await client.status()
+        except RpcError as exc:
+            if exc.code == 401:
+                print(login_hint(server, user, token is not None), file=sys.stderr)
+            raise
         loop = PollLoop(client, emit, cursor=args.cursor, timeout=args.timeout,
                         on_connection_lost=lost, on_connection_restored=restored)
         await loop.run()
@@ -216,13 +251,14 @@ def run(argv: list[str] | None = None) -> int:
         print_error({"code": None, "message": str(exc), "data": {"server": exc.url}})
         return EXIT_UNAVAILABLE
     except ValueError as exc:  # e.g. a malformed server URL
-        print_error({"code": None, "message": str(exc), "data": None})
+        print(f"messenger: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         raise
     except OSError as exc:  # local files of files.upload / files.download
-        print_error({"code": None, "message": str(exc), "data": None})
-        return EXIT_ERROR
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"messenger: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -1,6 +1,7 @@
 """Exceptions raised by the client library."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -49,6 +50,31 @@ class ServerUnavailable(MessengerError):
     """The server could not be reached, or the connection broke before an answer came."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach {url}: {reason}")
+        reason = plain_reason(reason)
+        super().__init__(f"cannot reach the server at {url}: {reason}")
         self.url = url
         self.reason = reason
+
+
+# aiohttp's "Cannot connect to host h:p ssl:default [inner]": only the inner part is news.
+_CONNECT = re.compile(r"Cannot connect to host \S+ ssl:\S+ \[(?P<inner>.*)\]\s*$", re.S)
+_PLAIN = [
+    (re.compile(r"connect call failed|connection refused", re.I), "connection refused"),
+    (re.compile(r"name or service not known|nodename nor servname|name resolution|"
+                r"no address associated", re.I), "unknown host name"),
+    (re.compile(r"timeout|timed out", re.I), "no answer in time"),
+    (re.compile(r"server disconnected|connection reset|broken pipe", re.I),
+     "the connection was closed"),
+    (re.compile(r"network is unreachable|no route to host", re.I), "network unreachable"),
+]
+
+
+def plain_reason(text: str) -> str:
+    """A transport error as a person reads it: no aiohttp internals (`ssl:default [...]`)."""
+    match = _CONNECT.match(text)
+    inner = match.group("inner") if match else text
+    for pattern, plain in _PLAIN:
+        if pattern.search(inner):
+            return plain
+    inner = re.sub(r"^\[Errno -?\d+\]\s*", "", inner).strip()
+    return inner[:200] or "connection failed"

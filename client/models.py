@@ -24,6 +24,7 @@ class Message(TypedDict):
     comment_to: str | None
     sent_at: str
     expires_at: str
+    edited_at: NotRequired[str | None]  # set once the author edited it
 
 
 class Scheduled(TypedDict):
@@ -47,6 +48,7 @@ class ConnectResult(TypedDict):
     cursor: int
     general_chat_id: str
     history: list[Message]
+    created: NotRequired[bool]  # this connect registered the username (older servers omit it)
 
 
 class Chat(TypedDict):
@@ -63,6 +65,7 @@ class ChatInfo(Chat):
     """One chat in `session.status`, with its unread count."""
 
     unread: int
+    read_up_to: NotRequired[str | None]  # the message chats.read marked read up to
 
 
 class Quota(TypedDict):
@@ -109,6 +112,19 @@ class SendResult(TypedDict, total=False):
     scheduled: Scheduled
 
 
+class EditResult(TypedDict):
+    """The result of `messages.edit`."""
+
+    message: Message
+
+
+class SearchResult(TypedDict):
+    """The result of `messages.search`: matches newest first."""
+
+    messages: list[Message]
+    more: bool
+
+
 class HistoryResult(TypedDict):
     """The result of `messages.history`."""
 
@@ -127,6 +143,12 @@ class ReportResult(TypedDict):
 
     reports: int
     banned_until: str | None
+
+
+class BlockedList(TypedDict):
+    """The result of `users.blocked`."""
+
+    usernames: list[str]
 
 
 class ChatResult(TypedDict):
@@ -155,6 +177,8 @@ class DownloadResult(TypedDict):
     size: int
     name: str | None
     content_type: str | None
+    # With overwrite=False: the path that already existed (the file went to `path` instead).
+    renamed_from: NotRequired[str]
 
 
 class MessageEvent(TypedDict):
@@ -211,12 +235,39 @@ class BanEvent(TypedDict):
     until: str
 
 
+class MessageEditedEvent(TypedDict):
+    """A message of one of the user's chats was edited."""
+
+    seq: int
+    type: Literal["message_edited"]
+    message: Message
+
+
+class MessageDeletedEvent(TypedDict):
+    """A message of one of the user's chats was deleted."""
+
+    seq: int
+    type: Literal["message_deleted"]
+    chat_id: str
+    message_id: str
+
+
+class ReadEvent(TypedDict):
+    """Someone (the user, or the other person of a direct chat) read a chat up to a message."""
+
+    seq: int
+    type: Literal["read"]
+    chat_id: str
+    username: str
+    message_id: str
+
+
 Event = Union[MessageEvent, ScheduledEvent, ChatEvent, JoinRequestEvent, JoinDecidedEvent,
-              BanEvent]
+              BanEvent, MessageEditedEvent, MessageDeletedEvent, ReadEvent]
 
 
 class PollResult(TypedDict):
-    """The answer of `GET /poll`."""
+    """The answer of `GET /poll` (and of `events.poll`)."""
 
     events: list[Event]
     cursor: int

@@ -35,7 +35,7 @@ class PollLoop:
 
     The cursor is saved after every batch the consumer has fully handled, so a restarted
     loop resumes where the previous one stopped. Auth and other client errors, and
-    cancellation, propagate to the caller.
+    cancellation, propagate to the caller; a handler that raises is logged and skipped.
     """
 
     def __init__(
@@ -107,9 +107,18 @@ class PollLoop:
         async for batch in self.batches():
             for event in batch:
                 if self.handler is not None:
-                    outcome = self.handler(event)
-                    if inspect.isawaitable(outcome):
-                        await outcome
+                    await self._handle(self.handler, event)
+
+    @staticmethod
+    async def _handle(handler: EventHandler, event: Event) -> None:
+        """Call the handler; one that raises is logged and the loop goes on (mautrix style)."""
+        try:
+            outcome = handler(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("event handler failed on a %s event (seq %s); going on",
+                          event.get("type"), event.get("seq"))
 
     def start(self) -> asyncio.Task[None]:
         """Run the loop as a task (once); returns it."""

@@ -15,6 +15,17 @@ _DURATION = re.compile(r"(\d+)\s*([smhd])", re.IGNORECASE)
 _DURATION_WHOLE = re.compile(r"(?:\d+\s*[smhd]\s*)+", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+# What a terminal would act on instead of showing: C0 controls but tab and newline (backspace,
+# carriage return, escape sequences...), DEL, C1 controls, and the bidi controls that reorder
+# what follows them (U+202E can make a name read backwards).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f"
+                          "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: each control character becomes U+FFFD (�), so
+    nobody's text can move the cursor, erase or reorder what is on the line."""
+    return _UNPRINTABLE.sub("\ufffd", text)
 
 
 def parse_time(value: str) -> datetime:
@@ -38,6 +49,25 @@ def clock(value: str | None) -> str:
         return parse_time(value).astimezone().strftime("%H:%M")
     except ValueError:
         return "--:--"
+
+
+def day_and_clock(value: str | None, now: datetime | None = None) -> str:
+    """An RFC 3339 time as local `HH:MM`, with the day when it is not today:
+    `13:00 tomorrow (Wed 2 Dec)`, `09:30 on Fri 5 Dec`, `09:30 on Fri 5 Dec 2027`."""
+    if not value:
+        return "--:--"
+    try:
+        at = parse_time(value).astimezone()
+    except ValueError:
+        return "--:--"
+    today = (now if now is not None else datetime.now().astimezone()).astimezone().date()
+    hhmm = at.strftime("%H:%M")
+    day = f"{at.strftime('%a')} {at.day} {at.strftime('%b')}"
+    if at.date() == today:
+        return hhmm
+    if at.date() == today + timedelta(days=1):
+        return f"{hhmm} tomorrow ({day})"
+    return f"{hhmm} on {day}" + (f" {at.year}" if at.year != today.year else "")
 
 
 def parse_duration(spec: str) -> float | None:
@@ -64,7 +94,7 @@ def parse_when(spec: str, now: datetime | None = None) -> datetime:
     try:
         return parse_time(spec)
     except ValueError:
-        raise ValueError(f"not a time: {spec!r} (try 30s, 10m, 2h, 14:30 or an RFC 3339 time)")
+        raise ValueError(f"not a time: {spec} (try 30s, 10m, 2h, 14:30 or an RFC 3339 time)")
 
 
 def human_size(size: int | float | None) -> str:
@@ -130,7 +160,10 @@ def describe_error(err: MessengerError) -> str:
             return "login failed: wrong password"
         return "not logged in"
     if err.code == -32602:
-        where = data.get("path") or data.get("detail")
+        detail = data.get("detail")  # names the field to fix
+        if isinstance(detail, str) and detail:
+            return f"invalid params: {detail}"
+        where = data.get("path")
         return f"invalid params: {err.message}" + (f" ({where})" if where else "")
     if err.code == 404 and err.message.lower().startswith("no such"):
         return err.message

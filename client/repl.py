@@ -26,10 +26,12 @@ from .models import Chat, ChatInfo, Event, Message, Scheduled
 from .poll import PollLoop
 from .render import (
     clock,
+    day_and_clock,
     describe_error,
     format_message,
     human_size,
     parse_when,
+    printable,
     rfc3339,
 )
 
@@ -62,10 +64,16 @@ COMMANDS: list[CommandSpec] = [
     CommandSpec("/chats", "", "list your chats with unread counts"),
     CommandSpec("/history", "[N]", "show the last N messages of the current chat"),
     CommandSpec("/comment", "MSG_ID text", "comment on a message"),
+    CommandSpec("/edit", "MSG_ID text", "replace the text of a message you sent"),
+    CommandSpec("/delete", "MSG_ID", "delete a message (yours, or any in a group you own)"),
+    CommandSpec("/search", "WORDS", "find messages of your chats with all these words"),
     CommandSpec("/schedule", "WHEN text", "send later: 30s, 10m, 2h, 14:30 or an RFC 3339 time"),
     CommandSpec("/scheduled", "", "list your pending scheduled messages"),
     CommandSpec("/cancel", "ID", "cancel a scheduled message"),
     CommandSpec("/report", "USER [reason]", "report a user for abuse", True),
+    CommandSpec("/block", "USER", "stop USER from messaging you, inviting or adding you", True),
+    CommandSpec("/unblock", "USER", "lift a block", True),
+    CommandSpec("/blocked", "", "list the users you block"),
     CommandSpec("/send", "--file PATH [text]", "send a file (and text) to the current chat"),
     CommandSpec("/download", "ID [PATH]", "download an attachment"),
     CommandSpec("/create", "TITLE [user ...]", "create a group chat (quote a TITLE with spaces)",
@@ -265,13 +273,54 @@ def split_path(arg: str) -> tuple[str, str]:
     return split_first(arg)
 
 
+SEARCH_LIMIT = 20
+
+
+class ReadTracker:
+    """Marks chats read in the background as their messages are shown, one call at a time
+    per chat (a burst of messages becomes one or two chats.read calls)."""
+
+    def __init__(self, client: MessengerClient) -> None:
+        self.client = client
+        self.pending: dict[str, str | None] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def mark(self, chat_id: str, message_id: str | None) -> None:
+        """The user has seen `chat_id` up to `message_id` (None: its newest message)."""
+        self.pending[chat_id] = message_id
+        if chat_id not in self.tasks:
+            self.tasks[chat_id] = asyncio.create_task(self._flush(chat_id))
+
+    async def _flush(self, chat_id: str) -> None:
+        try:
+            while chat_id in self.pending:
+                message_id = self.pending.pop(chat_id)
+                try:
+                    await self.client.mark_read(chat_id, message_id)
+                except MessengerError:  # e.g. deleted meanwhile: the next one will do
+                    log.debug("marking %s read failed", chat_id, exc_info=True)
+        finally:
+            self.tasks.pop(chat_id, None)
+
+    async def settle(self) -> None:
+        """Wait for the calls under way (tests, and before disconnecting)."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
 class Repl:
     """One logged-in REPL session: renders events and runs commands."""
 
     def __init__(self, client: MessengerClient, me: str, out: Output) -> None:
         self.client = client
         self.me = me
-        self.out = out
+
+        def safe_out(line: str) -> None:
+            # Every line passes here: others' text, names and titles reach the terminal
+            # without control characters.
+            out(printable(line))
+
+        self.out = safe_out
         self.ids = IdBook()
         self.chats = ChatBook(me, self.ids)
         self.current = "general"
@@ -283,16 +332,22 @@ class Repl:
         self.announced: set[tuple[str, str, str]] = set()
         self.poll_loop: PollLoop | None = None
         self.cursor: int | None = None
+        self.reads = ReadTracker(client)
+        # Edits and deletions our own commands made and already printed.
+        self.echoed_edits: set[tuple[str, str | None]] = set()
+        self.echoed_deletes: set[str] = set()
         self.handlers: dict[str, Callable[[str], Awaitable[bool | None]]] = {
             "/to": self.cmd_to, "/chat": self.cmd_chat, "/chats": self.cmd_chats,
             "/history": self.cmd_history, "/comment": self.cmd_comment,
             "/schedule": self.cmd_schedule, "/scheduled": self.cmd_scheduled,
             "/cancel": self.cmd_cancel, "/report": self.cmd_report, "/send": self.cmd_send,
+            "/block": self.cmd_block, "/unblock": self.cmd_unblock, "/blocked": self.cmd_blocked,
             "/download": self.cmd_download, "/create": self.cmd_create,
             "/invite": self.cmd_invite, "/link": self.cmd_link, "/join": self.cmd_join,
             "/approve": self.cmd_approve, "/decline": self.cmd_decline,
             "/leave": self.cmd_leave, "/status": self.cmd_status, "/help": self.cmd_help,
             "/quit": self.cmd_quit, "/exit": self.cmd_quit,
+            "/edit": self.cmd_edit, "/delete": self.cmd_delete, "/search": self.cmd_search,
         }
 
     # -- state -----------------------------------------------------------------------------
@@ -332,6 +387,8 @@ class Repl:
             except MessengerError:
                 pass
         self.out(format_message(msg, self.chats.label(msg["chat_id"]), self.ids.short))
+        if msg["chat_id"] == self.current and msg["author"] != self.me:
+            self.reads.mark(msg["chat_id"], msg["message_id"])  # shown: read
 
     def describe_scheduled(self, entry: Scheduled) -> str:
         """`ID at HH:MM → #chat: text`."""
@@ -340,7 +397,7 @@ class Repl:
         text = entry.get("text") or ""
         files = len(entry.get("attachments") or [])
         extra = f" (+{files} file{'s' if files != 1 else ''})" if files else ""
-        return (f"{self.ids.short(entry['scheduled_id'])} at {clock(entry['send_at'])} "
+        return (f"{self.ids.short(entry['scheduled_id'])} at {day_and_clock(entry['send_at'])} "
                 f"→ {target}: {text}{extra}")
 
     def show_scheduled(self, action: str, entry: Scheduled, reason: str | None = None) -> None:
@@ -393,6 +450,8 @@ class Repl:
                          "was declined")
         elif event["type"] == "ban":
             self.out(f"* you are banned from sending until {clock(event['until'])}")
+        elif event["type"] in ("message_edited", "message_deleted", "read"):
+            self.render_essentials_event(event)
         else:
             self.out(f"* event: {event!r}")
 
@@ -499,6 +558,9 @@ class Repl:
         unread = self.chats.unread.get(chat_id)
         self.out(f"* now in {self.chats.label(chat_id)}"
                  + (f" ({unread} unread)" if unread else ""))
+        if unread:  # they were printed as they came: reading the chat now
+            self.reads.mark(chat_id, None)
+            self.chats.unread[chat_id] = 0
 
     async def cmd_chats(self, arg: str) -> None:
         """List chats."""
@@ -531,6 +593,63 @@ class Repl:
         message_id = self.ids.resolve(ref)
         chat_id = self.ids.message_chats.get(message_id, self.current)
         await self.send(chat_id=chat_id, text=text, comment_to=message_id)
+
+    # -- edits, deletions, search and read receipts ---------------------------------------
+
+    async def cmd_edit(self, arg: str) -> None:
+        """Replace the text of one of your messages."""
+        ref, text = split_first(self._needs(arg, "/edit MSG_ID text"))
+        if not text:
+            raise CommandError("usage: /edit MSG_ID text")
+        message = (await self.client.edit(self.ids.resolve(ref), text))["message"]
+        self.echoed_edits.add((message["message_id"], message.get("edited_at")))
+        self.remember_message(message)
+        label = self.chats.label(message["chat_id"])
+        self.out("* edited: " + format_message(message, label, self.ids.short))
+
+    async def cmd_delete(self, arg: str) -> None:
+        """Delete a message."""
+        message_id = self.ids.resolve(self._needs(arg, "/delete MSG_ID").split()[0])
+        await self.client.delete(message_id)
+        self.echoed_deletes.add(message_id)
+        self.out(f"* deleted {self.ids.short(message_id)}")
+
+    async def cmd_search(self, arg: str) -> None:
+        """Messages of your chats with every word, newest first."""
+        result = await self.client.search(self._needs(arg, "/search WORDS"), limit=SEARCH_LIMIT)
+        found = result["messages"]
+        if not found:
+            self.out("* no message has all of these words")
+            return
+        more = " (more: add words to narrow it down)" if result["more"] else ""
+        self.out(f"— {len(found)} match{'es' if len(found) != 1 else ''}, newest first{more} —")
+        for msg in found:
+            self.remember_message(msg)
+            self.out(format_message(msg, self.chats.label(msg["chat_id"]), self.ids.short))
+
+    def render_essentials_event(self, event: Event) -> None:
+        """Print an edit, a deletion or a read receipt (not our own echoes)."""
+        if event["type"] == "message_edited":
+            msg = event["message"]
+            key = (msg["message_id"], msg.get("edited_at"))
+            if key in self.echoed_edits:
+                self.echoed_edits.discard(key)
+                return
+            self.remember_message(msg)
+            label = self.chats.label(msg["chat_id"])
+            self.out("* edited: " + format_message(msg, label, self.ids.short))
+        elif event["type"] == "message_deleted":
+            if event["message_id"] in self.echoed_deletes:
+                self.echoed_deletes.discard(event["message_id"])
+                return
+            self.out(f"* a message was deleted in {self.chats.label(event['chat_id'])} "
+                     f"({self.ids.short(event['message_id'])})")
+        elif event["type"] == "read" and event["username"] != self.me:
+            chat = self.chats.chats.get(event["chat_id"])
+            if chat is not None and chat["kind"] == "direct":
+                self.out(f"* ✓ seen by {event['username']}: your messages in "
+                         f"{self.chats.label(event['chat_id'])} up to "
+                         f"{self.ids.short(event['message_id'])}")
 
     async def cmd_schedule(self, arg: str) -> None:
         """Schedule a message to the current chat."""
@@ -565,9 +684,32 @@ class Repl:
         user, reason = split_first(self._needs(arg, "/report USER [reason]"))
         result = await self.client.report(user.lstrip("@"), reason or None)
         banned = result.get("banned_until")
+        if not result["reports"]:
+            self.out(f"* reported {user} (recorded, but not counted toward a ban: your account "
+                     "is too new, or they are banned already"
+                     + (f" until {clock(banned)})" if banned else ")"))
+            return
         self.out(f"* reported {user} ({result['reports']} report"
                  f"{'s' if result['reports'] != 1 else ''} so far"
                  + (f"; banned until {clock(banned)})" if banned else ")"))
+
+    async def cmd_block(self, arg: str) -> None:
+        """Block a user."""
+        user = self._needs(arg, "/block USER").split()[0].lstrip("@")
+        await self.client.block(user)
+        self.out(f"* blocked {user}: they can no longer message you 1-to-1, invite or add you "
+                 f"(/unblock {user} to undo)")
+
+    async def cmd_unblock(self, arg: str) -> None:
+        """Lift a block."""
+        user = self._needs(arg, "/unblock USER").split()[0].lstrip("@")
+        await self.client.unblock(user)
+        self.out(f"* unblocked {user}")
+
+    async def cmd_blocked(self, arg: str) -> None:
+        """List the users you block."""
+        names = (await self.client.blocked())["usernames"]
+        self.out("* you block: " + ", ".join(names) if names else "* you block nobody")
 
     async def cmd_send(self, arg: str) -> None:
         """Send a file (with optional text), or plain text, to the current chat."""
@@ -596,10 +738,13 @@ class Repl:
         name = self.ids.files.get(file_id, file_id)
         progress = Progress(sys.stdout, f"downloading {name}")
         try:
-            result = await self.client.download(file_id, dest, progress=progress)
+            result = await self.client.download(file_id, dest, progress=progress,
+                                                overwrite=False)
         finally:
             progress.finish()
-        self.out(f"* saved {result['path']} ({human_size(result['size'])})")
+        renamed = result.get("renamed_from")
+        kept = f"; {renamed} exists, kept as is" if renamed else ""
+        self.out(f"* saved {result['path']} ({human_size(result['size'])}{kept})")
 
     async def cmd_create(self, arg: str) -> None:
         """Create a group chat and switch to it."""
@@ -697,21 +842,31 @@ class Repl:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def already_shown(self, event: Event) -> bool:
+        """Whether rendering this event would print nothing new (a message in the history)."""
+        if event["type"] == "message":
+            return event["message"]["message_id"] in self.shown_messages
+        if event["type"] == "scheduled":
+            return (event["scheduled"]["scheduled_id"], event["action"]) in self.shown_scheduled
+        return False
+
     async def show_backlog(self) -> None:
-        """Print the events after the read marker, then remember the cursor to go on from."""
+        """Print a label, then the events after the read marker not shown yet; remember the
+        cursor to go on from."""
         cursor: int | None = None
-        count = 0
+        backlog: list[Event] = []
         while True:
             result = await self.client.poll(cursor, timeout=0, limit=100)
-            for event in result["events"]:
-                await self.on_event(event)
-                count += 1
+            backlog.extend(e for e in result["events"] if not self.already_shown(e))
             cursor = result["cursor"]
             if not result["more"]:
                 break
         self.cursor = cursor
+        count = len(backlog)
         self.out(f"— {count} new event{'s' if count != 1 else ''} while you were away —"
                  if count else "— no unread events —")
+        for event in backlog:
+            await self.on_event(event)
 
     def start_polling(self, on_fatal: Callable[[BaseException], None]) -> PollLoop:
         """Start the live poll loop; `on_fatal` hears of an error that stops it."""
@@ -744,6 +899,10 @@ async def _session(server: str, username: str, password: str, tty_input: Input |
             out(f"messenger: {describe_error(exc)}")
             return 3 if isinstance(exc, ServerUnavailable) else 1
         me = connected["username"]
+        if connected.get("created"):
+            # A mistyped name would otherwise silently become a new user.
+            out(f"* new account created for {me} (no account had this name; "
+                "check the spelling if you meant an existing one)")
         repl = Repl(client, me, out)
         try:
             return await _interact(repl, connected["history"], tty_input)
@@ -753,6 +912,10 @@ async def _session(server: str, username: str, password: str, tty_input: Input |
                     await repl.poll_loop.stop()
                 except Exception:  # its fatal error was already shown
                     pass
+            try:  # chats.read calls under way finish before the token ends
+                await asyncio.wait_for(repl.reads.settle(), 5)
+            except asyncio.TimeoutError:
+                pass
             if client.token is not None:
                 try:
                     await asyncio.wait_for(client.disconnect(), 5)
@@ -850,6 +1013,18 @@ def _terminal_input(args: argparse.Namespace) -> tuple[Input | None, str | None]
     return create_input(stdin=tty), None
 
 
+async def _unreachable(server: str) -> str | None:
+    """Why the server cannot be reached, or None when it answers (any answer will do)."""
+    async with MessengerClient(server, request_timeout=10) as client:
+        try:
+            await client.call("rpc.discover")
+        except ServerUnavailable as exc:
+            return str(exc)
+        except MessengerError:
+            pass
+    return None
+
+
 def run_repl(args: argparse.Namespace) -> int:
     """Run the interactive client for `messenger [--server URL] [--user NAME]`."""
     from .cli import resolve_server
@@ -863,6 +1038,11 @@ def run_repl(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     server = resolve_server(args.server)
+    down = asyncio.run(_unreachable(server))
+    if down is not None:  # say so before asking for a password that could not be used
+        print(f"messenger: {down}; is the server running? (--server URL or "
+              f"$MESSENGER_SERVER chooses another)", file=sys.stderr)
+        return 3
     try:
         username = args.user
         if not username:

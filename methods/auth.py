@@ -1,50 +1,24 @@
-"""Passwords (scrypt, off the event loop), session tokens (random, stored hashed), throttling."""
+"""Session tokens (random, stored hashed), the login throttle and the registration limit."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import hashlib
-import hmac
 import math
 import secrets
-from typing import AsyncIterator
 
 from methods import errors
 from methods.context import Caller, Services
 from store.models import UserId
 from store.sql import SqlTx
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 ADDRESS_FACTOR = 10
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32,
-                          maxmem=128 * n * r * p + 1024 * 1024)
-
-
-async def hash_password(password: str) -> str:
-    """A salted scrypt hash, computed in a worker thread."""
-    salt = secrets.token_bytes(16)
-    digest = await asyncio.to_thread(_scrypt, password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
-
-
-async def verify_password(password: str, stored: str) -> bool:
-    """Whether `password` matches a stored hash (constant-time compare)."""
-    try:
-        _, n, r, p, salt, digest = stored.split("$")
-        expected = base64.b64decode(digest)
-        actual = await asyncio.to_thread(_scrypt, password, base64.b64decode(salt),
-                                         int(n), int(r), int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(expected, actual)
+# A claimed check still unfinished after this long was lost with its process: it counts as
+# a failure from then on (until it leaves the window) instead of as a check in flight.
+CLAIM_STALE = 30.0
+# How long a login waits for checks in flight to end when only they hold its limit.
+CLAIM_WAIT = 10.0
+# Another process's checks end without telling us: look again this often while waiting.
+CLAIM_RECHECK = 0.1
 
 
 def new_token() -> str:
@@ -99,55 +73,119 @@ def _note_activity(services: Services, hashed: str) -> None:
     services.store.write_soon(touch)
 
 
-def allowed_failures(services: Services, key: str) -> int:
-    """Failed logins a throttle key may have within the window."""
-    # One address (a NAT, an office) may hold many users: it gets ten times the room.
-    factor = ADDRESS_FACTOR if key.startswith("addr:") else 1
-    return services.limits.login_max_failures * factor
+async def claim_password_check(services: Services, key: str, address: str) -> str:
+    """Claim one password check of username key `key` from `address`: its attempt id, or 429.
 
-
-async def check_login_throttle(tx: SqlTx, services: Services,
-                               keys: list[str]) -> dict[str, int]:
-    """429 when a username or an address has too many recent failed logins; else the counts."""
-    limits = services.limits
-    now = services.now()
-    counts: dict[str, int] = {}
-    for key in keys:
-        allowed = allowed_failures(services, key)
-        failures = await tx.login_failures(key, now - limits.login_window)
-        if len(failures) >= allowed:
-            retry = failures[-allowed] + limits.login_window - now
-            raise errors.too_many("too many failed logins; try again later",
-                                  max(1, math.ceil(retry)))
-        counts[key] = len(failures)
-    return counts
-
-
-@contextlib.asynccontextmanager
-async def password_attempt(services: Services, keys: list[str]) -> AsyncIterator[None]:
-    """Admit one password check under the throttle, counting it as a failure until it ends.
-
-    Checks already under way could all still fail, so a key is admitted only while its
-    recorded failures plus its checks in flight stay under the limit; otherwise the attempt
-    waits for one to finish (and is refused if that one failed). Callers must record a
-    failure before leaving the block.
+    The claim is a row written in a write transaction (serialized across processes), so
+    checks in flight anywhere count: a pair may have `--login-max-failures` failures plus
+    checks in flight, an address ten times as many. When only checks in flight stand in the
+    way (they may still succeed), the login waits for them to end and claims again. The
+    caller must end the claim: `fail_password_check`, or `drop_password_check` /
+    dropping it in the login's own transaction.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLAIM_WAIT
     flight = services.logins_in_flight
     while True:
-        released = flight.released
-        counts = await services.store.read(lambda tx: check_login_throttle(tx, services, keys))
-        if all(counts[k] + flight.counts.get(k, 0) < allowed_failures(services, k)
-               for k in keys):
-            break
-        await released.wait()
-    for key in keys:
-        flight.counts[key] = flight.counts.get(key, 0) + 1
+        ended = flight.ended
+        attempt_id = secrets.token_hex(12)
+        claimed = await services.store.write(
+            lambda tx: _claim(tx, services, attempt_id, key, address))
+        if claimed:
+            return attempt_id
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise errors.too_many("too many logins under way; try again shortly", 1)
+        # Ours end with a signal; another process's are seen by looking again.
+        try:
+            await asyncio.wait_for(ended.wait(), min(remaining, CLAIM_RECHECK))
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _claim(tx: SqlTx, services: Services, attempt_id: str, key: str,
+                 address: str) -> bool:
+    now = services.now()
+    limits = services.limits
+    pair, everyone = await tx.login_attempts(key, address, now - limits.login_window)
+    in_flight = False
+    for attempts, allowed in ((pair, limits.login_max_failures),
+                              (everyone, limits.login_max_failures * ADDRESS_FACTOR)):
+        failed = [at for at, f in attempts if f or at < now - CLAIM_STALE]
+        if len(failed) >= allowed:
+            retry = failed[-allowed] + limits.login_window - now
+            raise errors.too_many("too many failed logins; try again later",
+                                  max(1, math.ceil(retry)))
+        in_flight = in_flight or len(attempts) >= allowed
+    if in_flight:
+        return False
+    await tx.claim_login_attempt(attempt_id, key, address, now)
+    return True
+
+
+async def fail_password_check(services: Services, attempt_id: str, key: str,
+                              address: str) -> None:
+    """The claimed check found a wrong password: it counts as a failure from now on."""
+    now = services.now()
     try:
-        yield
+        await services.store.write(
+            lambda tx: tx.fail_login_attempt(attempt_id, key, address, now))
     finally:
-        for key in keys:
-            left = flight.counts.pop(key) - 1
-            if left:
-                flight.counts[key] = left
-        flight.released.set()
-        flight.released = asyncio.Event()
+        services.logins_in_flight.notify_ended()
+
+
+def drop_password_check(services: Services, attempt_id: str) -> None:
+    """The claimed check did not run to an answer (the caller went away, or a bug)."""
+    async def drop(tx: SqlTx) -> None:
+        await tx.drop_login_attempt(attempt_id)
+
+    services.store.write_soon(drop)
+    services.logins_in_flight.notify_ended()
+
+
+async def check_address_failures(tx: SqlTx, services: Services, address: str) -> None:
+    """429 when an address is over its failed-login limit (it may not register either)."""
+    now = services.now()
+    limits = services.limits
+    _, everyone = await tx.login_attempts("", address, now - limits.login_window)
+    allowed = limits.login_max_failures * ADDRESS_FACTOR
+    failed = [at for at, f in everyone if f or at < now - CLAIM_STALE]
+    if len(failed) >= allowed:
+        retry = failed[-allowed] + limits.login_window - now
+        raise errors.too_many("too many failed logins; try again later",
+                              max(1, math.ceil(retry)))
+
+
+def registration_window(services: Services, now: float) -> float:
+    """Start of the fixed registration window containing `now`."""
+    period = services.limits.register_period
+    return math.floor(now / period) * period
+
+
+async def reserve_registration(tx: SqlTx, services: Services, address: str) -> float:
+    """Count one new username for `address` in this window (429 past the limit); the window.
+
+    Reserved before the password is hashed, so a flood of registrations costs no hashing
+    past the limit; `release_registration` gives it back if no account came of it.
+    """
+    now = services.now()
+    window = registration_window(services, now)
+    limit = services.limits.register_limit
+    if await tx.registrations_used(address, window) >= limit:
+        retry = window + services.limits.register_period - now
+        raise errors.too_many("too many new accounts from this address; try again later",
+                              max(1, math.ceil(retry)))
+    await tx.add_registrations(address, window, 1)
+    return window
+
+
+async def release_registration(tx: SqlTx, address: str, window: float) -> None:
+    """Give back a reserved registration (the name was taken meanwhile, or hashing failed)."""
+    await tx.add_registrations(address, window, -1)
+
+
+async def prune_logins(tx: SqlTx, services: Services, now: float) -> None:
+    """Forget password checks and registration windows nobody counts any more."""
+    limits = services.limits
+    await tx.prune_login_attempts(now - max(limits.login_window, CLAIM_STALE))
+    await tx.prune_registrations(registration_window(services, now))

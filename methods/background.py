@@ -7,7 +7,9 @@ import logging
 import os
 import time
 
+from methods.auth import prune_logins
 from methods.context import Services
+from store.base import StoreError
 from methods.messages import fire_due
 from store.sql import SqlTx
 
@@ -23,6 +25,8 @@ async def run_scheduler(services: Services) -> None:
             nxt = await services.store.read(lambda tx: tx.next_scheduled_time())
         except asyncio.CancelledError:
             raise
+        except StoreError:  # database away or disk full: logged once by the store's health
+            nxt = None
         except Exception:
             log.exception("scheduler pass failed")
             nxt = None
@@ -34,17 +38,27 @@ async def run_scheduler(services: Services) -> None:
             await asyncio.wait_for(services.schedule_changed.wait(), timeout=delay)
 
 
+PURGE_CHUNK = 500  # rows of each kind per purge transaction (a few ms on the event loop)
+
+
 async def purge_once(services: Services) -> int:
     """Delete expired messages, their events and unreachable files; files removed."""
     now = services.now()
     ttl = services.limits.message_ttl
 
-    async def purge(tx: SqlTx) -> list[str]:
-        await tx.prune_login_failures(now - services.limits.login_window)
+    async def purge(tx: SqlTx) -> tuple[list[str], bool]:
+        await prune_logins(tx, services, now)
         await tx.delete_idle_sessions(now - services.limits.session_idle)
-        return await tx.purge_expired(now, now - ttl)
+        return await tx.purge_chunk(now, now - ttl, PURGE_CHUNK)
 
-    paths = await services.store.write(purge)
+    async def purge_more(tx: SqlTx) -> tuple[list[str], bool]:
+        return await tx.purge_chunk(now, now - ttl, PURGE_CHUNK)
+
+    paths, more = await services.store.write(purge)
+    while more:  # bounded rounds, each its own transaction: other requests run in between
+        await asyncio.sleep(0)
+        chunk, more = await services.store.write(purge_more)
+        paths += chunk
     # Sessions may have just expired: forget cached ones, and touches nobody needs.
     if services.session_cache is not None:
         services.session_cache.prune()
@@ -95,6 +109,8 @@ async def run_purger(services: Services) -> None:
             await purge_once(services)
         except asyncio.CancelledError:
             raise
+        except StoreError:  # logged once by the store's health; the next pass tries again
+            pass
         except Exception:
             log.exception("purge failed")
         await asyncio.sleep(interval)

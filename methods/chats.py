@@ -8,7 +8,8 @@ import secrets
 from methods import errors
 from methods.base import Method, Params, Result
 from methods.context import Caller, Request, Services
-from methods.messages import new_id
+from methods.messages import check_not_banned, new_id
+from methods.users import check_not_blocked
 from methods.views import chat_view, event_body
 from store.models import GENERAL_CHAT, Chat, ChatId, User, UserId
 from store.sql import SqlTx
@@ -37,6 +38,13 @@ async def owned_chat(tx: SqlTx, caller: Caller, chat_id: str) -> Chat:
     if chat.owner_id != caller.user_id:
         raise errors.forbidden("only the chat's owner may do this", chat_id=chat_id)
     return chat
+
+
+async def check_may_add(tx: SqlTx, caller: Caller, now: float) -> None:
+    """A banned user may not add others to chats (403 `banned`), as they may not write."""
+    me = await tx.get_user(caller.user_id)
+    assert me is not None
+    check_not_banned(me, now)
 
 
 async def existing_user(tx: SqlTx, username: str) -> User:
@@ -73,6 +81,8 @@ class Create(Method):
 
         async def create(tx: SqlTx) -> Result:
             users = [await existing_user(tx, name) for name in invited]
+            if users:
+                await check_may_add(tx, caller, now)
             chat = Chat(ChatId(new_id("g")), "group", title, caller.user_id, now)
             await tx.create_chat(chat)
             await tx.add_member(chat.chat_id, caller.user_id, now)
@@ -82,6 +92,8 @@ class Create(Method):
                 if user.user_id in seen:
                     continue
                 seen.add(user.user_id)
+                if await tx.blocks(user.user_id, caller.user_id):
+                    continue  # created without those who block the creator (see the schema)
                 await tx.add_member(chat.chat_id, user.user_id, now)
                 await member_event(tx, chat.chat_id, "added", user.username)
             return await chat_result(tx, chat, caller.username)
@@ -106,6 +118,8 @@ class Invite(Method):
             user = await existing_user(tx, params["username"])
             if await tx.is_member(chat.chat_id, user.user_id):
                 return
+            await check_may_add(tx, caller, now)
+            await check_not_blocked(tx, user, caller.user_id)
             await tx.add_member(chat.chat_id, user.user_id, now)
             await member_event(tx, chat.chat_id, "added", user.username)
             if await tx.take_join_request(chat.chat_id, user.user_id):

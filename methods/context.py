@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from methods.passwords import HashGate
 from store.base import Store
 from store.models import UserId
 
@@ -55,6 +56,8 @@ class Request:
     """Transport facts a method may need (for throttling), nothing about HTTP itself."""
 
     remote: str
+    # The absolute URL clients reach JSON-RPC at (rpc.discover names it as the server).
+    rpc_url: str | None = None
 
 
 def rfc3339(ts: float) -> str:
@@ -79,10 +82,15 @@ def parse_rfc3339(text: str) -> float | None:
 
 @dataclass
 class LoginsInFlight:
-    """Password checks under way per throttle key, so concurrent guesses count like serial ones."""
+    """Password checks: the hashing gate, and a signal whenever a claimed check has ended."""
 
-    counts: dict[str, int] = field(default_factory=dict)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: HashGate = field(default_factory=HashGate)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify_ended(self) -> None:
+        """Wake logins waiting for a check in flight to end (they claim again)."""
+        self.ended.set()
+        self.ended = asyncio.Event()
 
 
 class SessionCache:

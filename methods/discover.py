@@ -1,8 +1,17 @@
 """rpc.discover: the OpenRPC document built from schemas/ at start-up."""
 from __future__ import annotations
 
+from typing import Any
+
 from methods.base import Method, Params, Result
 from methods.context import Caller, Request, Services
+
+
+def document_for(openrpc: dict[str, Any], rpc_url: str | None) -> dict[str, Any]:
+    """The document as served to one client: its server is the absolute URL it called."""
+    if not rpc_url or not openrpc.get("servers"):
+        return openrpc
+    return {**openrpc, "servers": [{**openrpc["servers"][0], "url": rpc_url}]}
 
 
 class Discover(Method):
@@ -13,4 +22,4 @@ class Discover(Method):
 
     async def call(self, services: Services, caller: Caller | None, params: Params,
                    request: Request) -> Result:
-        return services.openrpc
+        return document_for(services.openrpc, request.rpc_url)

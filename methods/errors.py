@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from store.base import DiskFull, StoreError, StoreUnavailable
+
 
 class ErrorCode(IntEnum):
     """Every error code a client can see (JSON-RPC 2.0 codes, then HTTP-like application codes)."""
@@ -109,3 +111,11 @@ def unavailable(message: str = "the database is unreachable; try again shortly",
 def disk_full(message: str = "out of disk space; nothing was written") -> RpcError:
     """No space left to write; nothing was stored."""
     return RpcError(ErrorCode.INSUFFICIENT_STORAGE, message)
+
+
+def from_store(exc: StoreError) -> RpcError:
+    """The client's view of a store failure: 507 when out of space, 503 otherwise."""
+    if isinstance(exc, DiskFull):
+        return disk_full()
+    retry_after = exc.retry_after if isinstance(exc, StoreUnavailable) else 2
+    return unavailable(retry_after=retry_after)

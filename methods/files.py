@@ -8,6 +8,7 @@ from pathlib import Path
 
 from methods import errors
 from methods.context import Caller, Services
+from methods.logsafe import clean
 from methods.messages import new_id
 from store.models import FileId, StoredFile
 from store.sql import SqlTx
@@ -42,9 +43,38 @@ async def register_upload(services: Services, caller: Caller, file_id: FileId, n
     stored = StoredFile(file_id, caller.user_id, sanitize_name(name), size,
                         content_type or "application/octet-stream",
                         str(file_path(services, file_id)), services.now())
-    await services.store.write(lambda tx: tx.insert_file(stored))
-    log.info("%s uploaded %s (%d bytes)", caller.username, file_id, size)
+
+    async def record(tx: SqlTx) -> None:
+        await tx.lock_user(caller.user_id)  # concurrent uploads of one user, one at a time
+        used = await tx.storage_used(caller.user_id, MIN_CHARGE)
+        if used + storage_charge(size) > services.limits.user_storage:
+            raise over_storage(services)
+        await tx.insert_file(stored)
+
+    await services.store.write(record)
+    log.info("%s uploaded %s (%d bytes)", clean(caller.username), file_id, size)
     return stored
+
+
+MIN_CHARGE = 4096  # a file takes at least a disk block, so tiny files are not free
+
+
+def storage_charge(size: int) -> int:
+    """What a file of `size` bytes counts toward --user-storage."""
+    return max(size, MIN_CHARGE)
+
+
+async def storage_left(services: Services, caller: Caller) -> int:
+    """Bytes the caller may still upload (--user-storage less the files they hold)."""
+    used = await services.store.read(lambda tx: tx.storage_used(caller.user_id, MIN_CHARGE))
+    return max(0, services.limits.user_storage - used)
+
+
+def over_storage(services: Services) -> errors.RpcError:
+    """413: the caller's files would take more than --user-storage."""
+    limit = services.limits.user_storage
+    return errors.too_large(f"your files would take more than {limit} bytes "
+                            "(they count until they expire)", user_storage=limit)
 
 
 async def file_for_download(services: Services, caller: Caller, file_id: str) -> StoredFile:

@@ -13,6 +13,7 @@ from methods import errors
 from methods.base import Method, Params, Result
 from methods.context import Caller, Request, Services, parse_rfc3339, rfc3339
 from methods.session import quota_window
+from methods.users import check_direct_allowed
 from methods.views import event_body, message_view, scheduled_view
 from store.models import (
     GENERAL_CHAT, Chat, ChatId, MessageId, Scheduled, ScheduledId, StoredMessage, User, UserId,
@@ -32,6 +33,7 @@ class Draft:
     text: str | None
     attachments: tuple[str, ...]
     comment_to: str | None
+    client_msg_id: str | None = None  # the sender's retry key (messages.send)
 
 
 def new_id(prefix: str) -> str:
@@ -120,8 +122,14 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
     """
     author = await tx.get_user(draft.author_id)
     assert author is not None
+    if draft.client_msg_id is not None:
+        # A retry of a send that already happened: the first message, nothing new.
+        first = await tx.find_client_message(author.user_id, draft.client_msg_id, now)
+        if first is not None:
+            return first, message_view(first)
     check_not_banned(author, now)
     chat, _ = await resolve_target(tx, author, draft, now, create=False)
+    await check_direct_allowed(tx, author, chat, draft.to)
     attachments = await check_draft(tx, services, author, draft,
                                     None if chat is None else chat.chat_id, now)
     if chat is None or draft.to is not None:
@@ -141,7 +149,8 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
                             None if draft.comment_to is None else MessageId(draft.comment_to),
                             now, expires, 0)
     view = message_view(message)
-    stored = await tx.insert_message(message, event_body("message", message=view))
+    stored = await tx.insert_message(message, event_body("message", message=view),
+                                     draft.client_msg_id)
     for a in attachments:
         await tx.attach_file(stored.message_id, a["file_id"], chat.chat_id)  # type: ignore
     return stored, view
@@ -150,7 +159,8 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
 def draft_from(caller: Caller, params: Params) -> Draft:
     """A draft from validated `messages.send` params."""
     return Draft(caller.user_id, params.get("chat_id"), params.get("to"), params.get("text"),
-                 tuple(params.get("attachments", ())), params.get("comment_to"))
+                 tuple(params.get("attachments", ())), params.get("comment_to"),
+                 params.get("client_msg_id"))
 
 
 class Send(Method):
@@ -184,6 +194,15 @@ class Send(Method):
         return {"message": view}
 
 
+async def check_scheduled_count(tx: SqlTx, services: Services, user_id: UserId) -> None:
+    """429 (no retry_after: only sending or cancelling helps) at --max-scheduled pending."""
+    await tx.lock_user(user_id)  # concurrent schedules of one user count one at a time
+    limit = services.limits.max_scheduled
+    if await tx.count_pending_scheduled(user_id) >= limit:
+        raise errors.RpcError(errors.ErrorCode.TOO_MANY_REQUESTS,
+                              f"{limit} scheduled messages are pending already", {"limit": limit})
+
+
 async def schedule(services: Services, draft: Draft, send_at: float,
                    now: float) -> dict[str, object]:
     """Check the draft as if it were sent now, then store it for later."""
@@ -193,10 +212,12 @@ async def schedule(services: Services, draft: Draft, send_at: float,
         assert author is not None
         check_not_banned(author, now)
         chat, _ = await resolve_target(tx, author, draft, now, create=False)
+        await check_direct_allowed(tx, author, chat, draft.to)
         chat_id = None if chat is None else chat.chat_id
         await check_draft(tx, services, author, draft, chat_id, now)
         if chat_id == GENERAL_CHAT:
             await check_quota(tx, services, author.user_id, now, consume=False)
+        await check_scheduled_count(tx, services, author.user_id)
         entry = Scheduled(ScheduledId(new_id("s")), author.user_id,
                           None if draft.chat_id is None else ChatId(draft.chat_id), draft.to,
                           draft.text, orjson.dumps(list(draft.attachments)).decode(),

@@ -1,13 +1,28 @@
-"""The long-poll use case: a user's events after a cursor, waiting for news if there is none."""
+"""The long-poll use case: a user's events after a cursor, waiting for news if there is none.
+
+One implementation behind both GET /poll (rpc/app.py) and the `events.poll` method.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
-from methods.context import Caller, Services
+import orjson
+
+import schemas
+from methods import errors
+from methods.base import Method, Params, Result
+from methods.context import Caller, Request, Services
+from store.base import StoreError
 from store.models import EventRecord
 from store.sql import SqlTx
+
+# From the schema that validates both GET /poll's query and events.poll's params.
+DEFAULT_LIMIT: int = schemas.defs()["$defs"]["poll_limit"]["default"]
+STORE_RETRY = 1.0  # seconds a parked poll waits before reading again while the store is away
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,12 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
         assert user is not None
         cursor = user.read_seq
     else:
+        # A cursor the server never issued would acknowledge events the client never got.
+        issued = await store.read(lambda tx: tx.issued_seq())
+        if cursor > issued:
+            raise errors.invalid_params(
+                f"cursor {cursor} is beyond the newest event ({issued}); nothing was acknowledged",
+                "/cursor")
         acked = cursor
 
         async def move_marker(tx: SqlTx) -> None:
@@ -51,7 +72,10 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
         return await _wait_for_events(services, caller, cursor, timeout, limit, stop)
     finally:
         if ack is not None:
-            await ack
+            # The database went away meanwhile: the marker moves with a later poll instead
+            # (the events are simply delivered again), so the answer need not fail.
+            with contextlib.suppress(StoreError):
+                await ack
 
 
 async def _wait_for_events(services: Services, caller: Caller, after: int, timeout: float,
@@ -64,17 +88,53 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
                                      limits.polls_per_session, limits.polls_per_user)
     try:
         while True:
+            if waiter.ended:  # session.disconnect (or an eviction) while we were parked
+                raise errors.unauthorized("the session ended")
             # Arm before reading, so a commit between the read and the wait still wakes us.
             woken = waiter.arm()
-            events = await store.read(
-                lambda tx: tx.read_events(caller.user_id, after, limit + 1, services.now()))
+            wait_at_most: float | None = None
+            try:
+                events = await store.read_events(caller.user_id, after, limit + 1, services.now())
+            except StoreError:
+                # The database is away: stay parked and look again soon (a reconnect of the
+                # listener also wakes every poll); at the deadline the answer is empty.
+                events, wait_at_most = [], STORE_RETRY
             if events:
                 more = len(events) > limit
                 events = events[:limit]
                 return PollAnswer(events, events[-1].seq, more)
             remaining = deadline - loop.time()
-            if remaining <= 0 or waiter.evicted or (stop is not None and stop.is_set()):
+            if (remaining <= 0 or waiter.evicted or store.notifier.stopping
+                    or (stop is not None and stop.is_set())):
                 return PollAnswer([], after, False)
-            await asyncio.wait([woken], timeout=remaining)
+            await asyncio.wait([woken], timeout=remaining if wait_at_most is None
+                               else min(remaining, wait_at_most))
     finally:
         store.notifier.discard(caller.user_id, waiter)
+
+
+async def poll_params(services: Services, caller: Caller, params: Params,
+                      stop: asyncio.Event | None = None) -> PollAnswer:
+    """A poll from validated params (`events.poll`'s, or GET /poll's query as numbers)."""
+    cursor = params.get("cursor")
+    timeout = params.get("timeout")
+    return await poll(services, caller, None if cursor is None else int(cursor),
+                      clamp_timeout(services, None if timeout is None else float(timeout)),
+                      int(params.get("limit", DEFAULT_LIMIT)), stop)
+
+
+def answer_view(answer: PollAnswer) -> dict[str, Any]:
+    """A poll answer as JSON values (GET /poll writes the same shape from the stored bytes)."""
+    return {"events": [{"seq": e.seq, **orjson.loads(e.body)} for e in answer.events],
+            "cursor": answer.cursor, "more": answer.more}
+
+
+class EventsPoll(Method):
+    """GET /poll as a JSON-RPC method: acknowledge up to the cursor, answer what follows."""
+
+    name = "events.poll"
+
+    async def call(self, services: Services, caller: Caller | None, params: Params,
+                   request: Request) -> Result:
+        assert caller is not None
+        return answer_view(await poll_params(services, caller, params))

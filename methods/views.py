@@ -20,6 +20,7 @@ def message_view(m: StoredMessage) -> dict[str, Any]:
         "comment_to": m.comment_to,
         "sent_at": rfc3339(m.sent_at),
         "expires_at": rfc3339(m.expires_at),
+        "edited_at": None if m.edited_at is None else rfc3339(m.edited_at),
     }
 
 

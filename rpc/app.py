@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from typing import AsyncIterator
 from urllib.parse import quote
 
@@ -18,13 +19,22 @@ from methods.auth import authenticate
 from methods.background import run_purger, run_scheduler
 from methods.base import discover_methods
 from methods.context import Caller, Request, Services, SessionCache
-from methods.files import file_for_download, file_path, new_file_id, register_upload
-from methods.poll import clamp_timeout, poll
+from methods.discover import document_for
+from methods.files import (
+    file_for_download, file_path, new_file_id, over_storage, register_upload, storage_charge,
+    storage_left,
+)
+from methods.logsafe import RateLimitedLog, clean
+from methods.poll import poll_params
+from rpc.address import client_address
+from rpc import cors
 from rpc.docs import render_docs
-from rpc.openrpc import build_openrpc
+from rpc.guard import BodyBudget
+from rpc.openrpc import build_openrpc, server_url
 from rpc.protocol import Dispatcher
 from rpc.settings import Settings
-from store.base import Store
+from rpc.webclient import add_client_routes
+from store.base import Store, StoreError, is_no_space
 from store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -34,9 +44,11 @@ SERVICES = web.AppKey("services", Services)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 STATIC = web.AppKey("static", dict[str, bytes])
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+WARN = web.AppKey("warn", RateLimitedLog)  # warnings about rejected input, flood-proof
+SMALL_BODY = 64 * 1024  # aiohttp holds this much of a body per connection before pausing it
 
 JSON = "application/json"
-MAX_SEQ = 2 ** 63 - 1  # event seqs are 64-bit signed integers in both databases
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -57,8 +69,22 @@ def bearer(request: web.Request) -> str | None:
 
 
 def request_info(request: web.Request) -> Request:
-    """Transport facts methods may use."""
-    return Request(remote=request.remote or "unknown")
+    """Transport facts methods may use; `remote` is the client address (`--trusted-proxies`)."""
+    return Request(remote=client_address(request, request.app[SETTINGS].trusted_proxies),
+                   rpc_url=public_rpc_url(request))
+
+
+def public_rpc_url(request: web.Request) -> str:
+    """The absolute URL of POST /rpc as this client reached it (or --public-url)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        local = f"[{sockname[0]}]:{sockname[1]}" if ":" in sockname[0] else \
+            f"{sockname[0]}:{sockname[1]}"
+    else:
+        local = "localhost"
+    # Not request.host: without a Host header it asks socket.getfqdn(), a blocking lookup.
+    host = request.headers.get("Host", "")
+    return server_url(request.app[SETTINGS].public_url, request.scheme, host, local)
 
 
 async def caller_of(request: web.Request) -> Caller:
@@ -72,69 +98,107 @@ async def caller_of(request: web.Request) -> Caller:
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
     """POST /rpc: read the body, let the dispatcher answer, write the answer."""
-    limit = request.app[SETTINGS].max_body
+    settings = request.app[SETTINGS]
+    limit = settings.max_body
     if request.content_length is not None and request.content_length > limit:
-        return _too_large_rpc(limit)
-    body = await read_body(request, limit)
-    if body is None:
-        return _too_large_rpc(limit)
-    answer = await request.app[DISPATCHER].handle(body, bearer(request), request_info(request))
+        return _too_large_rpc(request, limit)
+    # Bodies held in memory at once are bounded process-wide: a body larger than what
+    # aiohttp buffers per connection anyway reserves its size before it is read.
+    budget = request.app[BODY_BUDGET]
+    size = limit if request.content_length is None else request.content_length
+    size = 0 if size <= SMALL_BODY else size
+    if not await budget.acquire(size, settings.read_timeout):
+        resp = http_error(503, "server busy receiving other requests; try again")
+        resp.force_close()
+        return resp
+    try:
+        body = await read_body(request, limit)
+        if body is None:
+            return _too_large_rpc(request, limit)
+        answer = await request.app[DISPATCHER].answer(body, bearer(request),
+                                                      request_info(request))
+    finally:
+        budget.release(size)
     if answer is None:
         return web.Response(status=204)
-    return json_response(answer)
+    return web.Response(body=answer, content_type=JSON)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
     """The whole request body, or None as soon as it passes `limit` bytes."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    except BaseException:
+        # The client went away mid-body: the exception's traceback keeps this frame alive in
+        # a reference cycle until a full GC, so let go of the bytes now.
+        chunks.clear()
+        raise
     return b"".join(chunks)
 
 
-def _too_large_rpc(limit: int) -> web.Response:
-    log.warning("rejected /rpc body over %d bytes", limit)
+def _too_large_rpc(request: web.Request, limit: int) -> web.Response:
+    request.app[WARN].warning("body size", "rejected /rpc body over %d bytes from %s", limit,
+                              clean(request.remote))
     err = errors.too_large(f"request body larger than {limit} bytes", max_body=limit)
     resp = json_response({"jsonrpc": "2.0", "error": err.to_dict(), "id": None}, 413)
     resp.force_close()
     return resp
 
 
-def _query_number(request: web.Request, name: str, kind: type[int] | type[float],
-                  low: float, high: float | None) -> int | float | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(body=orjson.dumps({"error": {
-            "code": -32602, "message": f"{name} must be a number"}}), content_type=JSON)
-    if value < low or (high is not None and value > high) or value != value:
-        raise web.HTTPBadRequest(body=orjson.dumps({"error": {
-            "code": -32602, "message": f"{name} out of range"}}), content_type=JSON)
-    return value
+POLL_QUERY = ("cursor", "timeout", "limit")  # the properties of events.poll's params schema
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def poll_query(request: web.Request) -> dict[str, object]:
+    """GET /poll's query as events.poll params: numbers where the text is a JSON number (or
+    `inf`; anything else stays a string, which the schema refuses); unknown keys are ignored."""
+    params: dict[str, object] = {}
+    for name in POLL_QUERY:
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            continue
+        if len(raw) <= 100 and _JSON_NUMBER.fullmatch(raw):
+            params[name] = int(raw) if raw.lstrip("-").isdigit() else float(raw)
+        elif raw.lower() in ("inf", "+inf", "infinity"):  # "wait as long as you allow"
+            params[name] = float("inf")
+        else:
+            params[name] = raw
+    return params
+
+
+def http_status(err: errors.RpcError) -> int:
+    """The HTTP status of an error on /poll and /files: JSON-RPC codes are 400."""
+    return 400 if int(err.code) < 0 else int(err.code)
 
 
 async def handle_poll(request: web.Request) -> web.StreamResponse:
     """GET /poll: the caller's events after the cursor, long-polling when there are none."""
     caller = await caller_of(request)
     services = request.app[SERVICES]
-    cursor = _query_number(request, "cursor", int, 0, MAX_SEQ)
-    timeout = _query_number(request, "timeout", float, 0, None)
-    limit = _query_number(request, "limit", int, 1, 1000)
-    answer = await poll(services, caller, None if cursor is None else int(cursor),
-                        clamp_timeout(services, timeout), int(limit or 100),
-                        request.app[STOPPING])
+    params = poll_query(request)
+    try:
+        # The schema of events.poll's params validates the query too (one set of rules).
+        request.app[DISPATCHER].validators["events.poll"].check(params)
+        answer = await poll_params(services, caller, params, request.app[STOPPING])
+    except errors.RpcError as err:
+        return json_response({"error": err.to_dict()}, http_status(err))
     # Each event was serialized once when it was stored; only its seq is spliced in here.
     events = b",".join(b'{"seq":%d,%s' % (e.seq, e.body[1:]) for e in answer.events)
     body = b'{"events":[%s],"cursor":%d,"more":%s}' % (
         events, answer.cursor, b"true" if answer.more else b"false")
     return web.Response(body=body, content_type=JSON)
+
+
+async def handle_poll_head(request: web.Request) -> web.StreamResponse:
+    """HEAD /poll: whether the token works; reads no events and acknowledges nothing."""
+    await caller_of(request)
+    return web.Response(status=200, content_type=JSON)
 
 
 async def handle_upload(request: web.Request) -> web.StreamResponse:
@@ -143,7 +207,15 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     limit = services.limits.max_file_size
     if request.content_length is not None and request.content_length > limit:
-        return _upload_too_large(limit)
+        return _upload_too_large(request, limit)
+    content_type = request.headers.get("Content-Type") or "application/octet-stream"
+    if not header_text(content_type):
+        return _bad_header(request, "Content-Type")
+    # --user-storage: refuse at once what cannot fit, and stop reading where it stops fitting.
+    left = await storage_left(services, caller)
+    if storage_charge(request.content_length or 0) > left:
+        return _over_storage(request, services)
+    cap = min(limit, left)
     file_id = new_file_id()
     final = file_path(services, file_id)
     partial = final.with_name(f".{file_id}.part")
@@ -152,27 +224,57 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
         with open(partial, "wb") as out:
             async for chunk in request.content.iter_chunked(64 * 1024):
                 size += len(chunk)
-                if size > limit:
+                if size > cap:
                     break
                 out.write(chunk)
-        if size > limit:
+        if size > cap:
             partial.unlink()
-            return _upload_too_large(limit)
+            return (_upload_too_large(request, limit) if size > limit
+                    else _over_storage(request, services))
         os.replace(partial, final)
-        content_type = request.headers.get("Content-Type") or "application/octet-stream"
-        stored = await register_upload(services, caller, file_id,
-                                       request.query.get("name", ""), size, content_type)
-    except BaseException:
+        try:
+            stored = await register_upload(services, caller, file_id,
+                                           request.query.get("name", ""), size, content_type)
+        except errors.RpcError as err:  # over --user-storage after all (concurrent uploads)
+            final.unlink()
+            return http_error(int(err.code), err.message)
+    except BaseException as exc:
         for path in (partial, final):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if is_no_space(exc):  # 507 (errors_as_json), said once in the log
+            raise services.store.health.disk_full("uploaded files", final.parent) from None
         raise
+    services.store.health.disk_ok("uploaded files")
     return json_response({"file_id": stored.file_id, "name": stored.name, "size": stored.size,
                           "content_type": stored.content_type})
 
 
-def _upload_too_large(limit: int) -> web.Response:
-    log.warning("rejected upload over %d bytes", limit)
+def header_text(value: str, longest: int = 1000) -> bool:
+    """Whether a header value is short printable ASCII (raw non-UTF-8 bytes arrive as
+    surrogates, which nothing downstream can store)."""
+    return len(value) <= longest and value.isascii() and value.isprintable()
+
+
+def _bad_header(request: web.Request, name: str) -> web.Response:
+    request.app[WARN].warning("header", "rejected a malformed %s header from %s", name,
+                              clean(request.remote))
+    resp = http_error(400, f"malformed {name} header (printable ASCII expected)", 400)
+    resp.force_close()  # the body is not read
+    return resp
+
+
+def _over_storage(request: web.Request, services: Services) -> web.Response:
+    request.app[WARN].warning("storage", "rejected an upload over --user-storage from %s",
+                              clean(request.remote))
+    resp = http_error(413, over_storage(services).message)
+    resp.force_close()
+    return resp
+
+
+def _upload_too_large(request: web.Request, limit: int) -> web.Response:
+    request.app[WARN].warning("upload size", "rejected upload over %d bytes from %s", limit,
+                              clean(request.remote))
     resp = http_error(413, f"file larger than {limit} bytes")
     resp.force_close()
     return resp
@@ -193,8 +295,8 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_openrpc(request: web.Request) -> web.StreamResponse:
-    """GET /openrpc.json."""
-    return web.Response(body=request.app[STATIC]["openrpc"], content_type=JSON)
+    """GET /openrpc.json, naming the URL this client reached as the server."""
+    return json_response(document_for(request.app[SERVICES].openrpc, public_rpc_url(request)))
 
 
 async def handle_docs(request: web.Request) -> web.StreamResponse:
@@ -203,21 +305,45 @@ async def handle_docs(request: web.Request) -> web.StreamResponse:
                         charset="utf-8")
 
 
-async def handle_root(request: web.Request) -> web.StreamResponse:
-    """GET /: point people at the docs."""
-    raise web.HTTPFound("/docs")
-
-
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """HTTP errors keep their status; a bug becomes a bare 500 (traceback only in the log)."""
     try:
         return await handler(request)
-    except (web.HTTPException, asyncio.CancelledError, ConnectionError):
-        raise  # aiohttp answers these itself; a client that went away is not our bug
+    except (web.HTTPException, asyncio.CancelledError):
+        raise  # aiohttp answers these itself
+    except ConnectionError:
+        # The client went away, or was cut off at --read-timeout: not our bug, nothing to log
+        # (aiohttp would log a traceback per connection), and nobody to answer.
+        gone = web.Response(status=408)
+        gone.force_close()
+        return gone
+    except StoreError as exc:  # the store's health log says it once, not per request
+        return store_error(exc)
     except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
+        log.exception("internal error on %s %s", clean(request.method), clean(request.path))
         return http_error(500, "internal error")
+
+
+def store_error(exc: StoreError) -> web.Response:
+    """HTTP 503 (with Retry-After) or 507 with the JSON error body."""
+    err = errors.from_store(exc)
+    resp = json_response({"error": err.to_dict()}, int(err.code))
+    if err.data and "retry_after" in err.data:
+        resp.headers["Retry-After"] = str(err.data["retry_after"])
+    return resp
+
+
+async def handle_health(request: web.Request) -> web.StreamResponse:
+    """GET /health: 200 when the database answers and the disk has room, else 503."""
+    store = request.app[SERVICES].store
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(store.check(), 5)
+    database = "ok" if store.health.database_ok else "unreachable"
+    disk = store.health.disk
+    ok = database == "ok" and disk == "ok"
+    return json_response({"status": "ok" if ok else "degraded", "database": database,
+                          "disk": disk}, 200 if ok else 503)
 
 
 def make_store(settings: Settings) -> Store:
@@ -234,13 +360,17 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body, middlewares=[errors_as_json])
     app[SETTINGS] = settings
     app[STOPPING] = asyncio.Event()
+    # Bodies of /rpc requests in memory at once, all connections together.
+    app[BODY_BUDGET] = BodyBudget(max(16 * settings.max_body, 16 * 1024 * 1024))
+    app[WARN] = RateLimitedLog(log)
+    cors.install(app, settings.cors_origins)
     methods = discover_methods()
     method_schemas = schemas.method_schemas()
     missing = set(methods) ^ set(method_schemas)
     if missing:
         raise RuntimeError(f"methods and schemas/ disagree on: {sorted(missing)}")
     openrpc = build_openrpc(methods)
-    app[STATIC] = {"openrpc": orjson.dumps(openrpc), "docs": render_docs(openrpc).encode()}
+    app[STATIC] = {"docs": render_docs(openrpc).encode()}
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +382,7 @@ def create_app(settings: Settings) -> web.Application:
                             session_cache=SessionCache() if settings.store == "sqlite" else None)
         app[SERVICES] = services
         app[DISPATCHER] = Dispatcher(methods, {n: s.params for n, s in method_schemas.items()},
-                                     services, settings.max_batch)
+                                     services, settings.max_batch, settings.max_response)
         tasks = [asyncio.create_task(run_scheduler(services), name="scheduler"),
                  asyncio.create_task(run_purger(services), name="purger")]
         log.info("store open: %s", settings.store)
@@ -272,10 +402,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/rpc", handle_rpc)
-    app.router.add_get("/poll", handle_poll)
+    # HEAD gets its own handler: aiohttp would run the GET one, which acknowledges events.
+    app.router.add_get("/poll", handle_poll, allow_head=False)
+    app.router.add_route("HEAD", "/poll", handle_poll_head)
     app.router.add_post("/files", handle_upload)
     app.router.add_get("/files/{file_id}", handle_download)
     app.router.add_get("/openrpc.json", handle_openrpc)
+    app.router.add_get("/health", handle_health)
     app.router.add_get("/docs", handle_docs)
-    app.router.add_get("/", handle_root)
+    add_client_routes(app)  # GET / and /static/: the browser client
     return app

@@ -19,12 +19,15 @@ Schema = dict[str, Any]
 BASE_URL = "http://127.0.0.1:8000"
 WIDE = 100  # characters per line of example JSON
 METHOD_ORDER = ["session.connect", "session.status", "session.disconnect", "messages.send",
-                "messages.history", "messages.scheduled", "messages.cancel", "chats.create",
+                "messages.edit", "messages.delete", "messages.history", "messages.search",
+                "messages.scheduled", "messages.cancel", "chats.read", "chats.create",
                 "chats.invite", "chats.link", "chats.join", "chats.approve", "chats.decline",
-                "chats.leave", "users.report", "rpc.discover"]
-EVENT_ORDER = ["message", "scheduled", "chat", "join_request", "join_decided", "ban"]
+                "chats.leave", "users.report", "users.block", "users.unblock", "users.blocked",
+                "events.poll", "rpc.discover"]
+EVENT_ORDER = ["message", "message_edited", "message_deleted", "read", "scheduled", "chat",
+               "join_request", "join_decided", "ban"]
 TAG_TITLES = {"session": "Sessions", "messages": "Messages", "chats": "Group chats",
-              "users": "Users", "rpc": "Discovery"}
+              "users": "Users", "events": "Events", "rpc": "Discovery"}
 PROTOCOL_ERRORS = [
     (-32700, "Parse error: the body is not JSON."),
     (-32600, "Invalid Request: not a JSON-RPC 2.0 request object (data.detail says why)."),
@@ -185,7 +188,10 @@ class Renderer:
         return ""
 
     def type_link(self, name: str) -> str:
-        """A link to a named type."""
+        """A link to a named type (or to an event type's section)."""
+        if name.startswith(EVENT_PREFIX):
+            type_ = name.removeprefix(EVENT_PREFIX)
+            return f"<a href='#{event_anchor(type_)}'><code>{html.escape(type_)}</code> event</a>"
         return f"<a href='#{type_anchor(name)}'><code>{html.escape(name)}</code></a>"
 
     def type_html(self, schema: Json) -> str:
@@ -369,8 +375,16 @@ them out, or send <code>{{}}</code>, for methods without params). Every result i
 object. A request without an <code>id</code> is a notification: it runs, and gets no answer.
 A JSON array of requests is a batch (up to <code>--max-batch</code>, 100 by default): the
 answer is the array of the answers, and HTTP 204 with no body when all were notifications.
-A body over <code>--max-body</code> (1 MiB) is refused with HTTP 413. Examples on this page
-use <code>{BASE_URL}</code>, the server's default address.</p>
+A body over <code>--max-body</code> (1 MiB) is refused with HTTP 413. The answers of one
+request share <code>--max-response</code> bytes (4 MiB): an answer that does not fit is
+error <code>413</code> in its place, and once one does not fit the later calls of the batch
+answer 413 without running. Headers and body must arrive within <code>--read-timeout</code>
+(30 s) of the request's first byte (HTTP 408 or the connection is closed). The id of an answer is
+the id of its request exactly as sent, even a number beyond 64 bits. Examples on this page
+use <code>{BASE_URL}</code>, the server's default address; <code>/openrpc.json</code> names
+the address you reached it at (or <code>--public-url</code>, behind a proxy). Pages of other
+origins may call <code>/rpc</code>, <code>/poll</code> and <code>/files</code> only when the
+server lists them in <code>--cors-origins</code>.</p>
 {pre(batch)}
 </section>
 
@@ -398,15 +412,9 @@ that only grows. <code>GET /poll?cursor=C&amp;timeout=T&amp;limit=L</code> answe
 <code>seq</code> &gt; C, oldest first, at most L of them; when there are none yet it waits up to
 T seconds (then <code>events</code> is empty and <code>cursor</code> is C). Continue with the
 returned <code>cursor</code>; <code>more</code> says that further events are already
-waiting.</p>
-<table><tr><th>query</th><th>meaning</th></tr>
-<tr><td class="name"><code>cursor</code></td><td>The last <code>seq</code> you have
-processed. Omit it to start from your read marker.</td></tr>
-<tr><td class="name"><code>timeout</code></td><td>Seconds to wait when nothing is new:
-default <code>--poll-timeout</code> (30); longer waits are cut to
-<code>--poll-timeout-max</code> (60); <code>0</code> answers at once.</td></tr>
-<tr><td class="name"><code>limit</code></td><td>At most this many events, 1–1000
-(default 100).</td></tr></table>
+waiting. The same params and answer, as a JSON-RPC method:
+<a href="#{method_anchor('events.poll')}"><code>events.poll</code></a>.</p>
+{_poll_tables(doc, methods)}
 <p><strong>The cursor acknowledges.</strong> Polling with cursor C acknowledges everything up
 to C: it moves your read marker forward to C. So a client that reconnects
 <em>without</em> a cursor gets every event it has not acknowledged, from the general chat and
@@ -427,7 +435,10 @@ with its fields beside them; see <a href="#events">Events</a> for each type.</p>
 <code>{{"file_id", "name", "size", "content_type"}}</code>; send the <code>file_id</code> in
 the <code>attachments</code> of
 <a href="#{method_anchor('messages.send')}"><code>messages.send</code></a>. A file over
-<code>--max-file-size</code> (5 MiB) is refused with HTTP 413 and nothing is stored.
+<code>--max-file-size</code> (5 MiB) is refused with HTTP 413 and nothing is stored, and so is
+one that would take your files past <code>--user-storage</code> (100 MiB; files count until
+they expire, those attached to pending scheduled messages included, each at least 4 KiB).
+A malformed header (a <code>Content-Type</code> that is not printable ASCII) is HTTP 400.
 <code>GET /files/{{file_id}}</code> returns the bytes, only to the uploader and to members of
 a chat where the file was sent (others get 404).</p>
 {pre(files)}
@@ -441,6 +452,29 @@ resemble, with details in <code>data</code>. An error never leaves half-done sta
 <table>{"".join(rows)}</table>
 </section>
 """
+
+
+def _poll_tables(doc: Json, methods: list[Json]) -> str:
+    """GET /poll's query and answer, from the schemas of events.poll (its twin)."""
+    twin = next((m for m in methods if m["name"] == "events.poll"), None)
+    if twin is None:
+        return ""
+    r = Renderer(doc)
+    rows = ["<table><tr><th>query</th><th>type</th><th>meaning</th></tr>"]
+    for p in twin.get("params", []):
+        rows.append(f"<tr><td class='name'>{code(p['name'])}</td>"
+                    f"<td>{r.type_html(p['schema'])}</td>"
+                    f"<td>{inline(p.get('description') or r.describe(p['schema']))}"
+                    f"{r.constraint_note(p['schema'])}</td></tr>")
+    rows.append("</table>")
+    result = twin.get("result", {})
+    rows.append(f"<p>The answer: {inline(result.get('description', ''))} A refused query "
+                "(a bad number, or a cursor beyond the newest event) is HTTP 400 with error "
+                "code <code>-32602</code> and moves nothing; <code>HEAD /poll</code> moves "
+                "nothing either. If the session ends while a poll waits, the poll answers "
+                "HTTP 401 at once.</p>")
+    rows.append(r.result_html(result.get("schema", {})))
+    return "".join(rows)
 
 
 def _returned_by(names: list[str], methods: list[Json]) -> str:

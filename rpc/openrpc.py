@@ -1,6 +1,7 @@
 """The OpenRPC 1.3 document, built from schemas/ (nothing about the API is written twice)."""
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import schemas
@@ -11,7 +12,8 @@ OPENRPC_VERSION = "1.3.2"
 ERROR_MESSAGES: dict[int, str] = {
     ErrorCode.INVALID_PARAMS: "Invalid params; data.path and data.schema_path say what failed",
     ErrorCode.UNAUTHORIZED: "No or bad token; wrong password for an existing username",
-    ErrorCode.FORBIDDEN: "Not a member / not the owner; data.reason = banned with data.until",
+    ErrorCode.FORBIDDEN: ("Not a member / not the owner; data.reason = banned with data.until, "
+                          "or blocked when the other user blocks you"),
     ErrorCode.NOT_FOUND: "No such chat, user, message, scheduled message, file or link",
     ErrorCode.CONFLICT: "Conflicts with current state",
     ErrorCode.TOO_LARGE: "Text or batch too large",
@@ -26,12 +28,29 @@ INFO_DESCRIPTION = (
     "notification; params by name), GET /poll for each user's event stream, POST /files and "
     "GET /files/{file_id} for attachments. Authenticate with `Authorization: Bearer <token>` "
     "from session.connect. Event schemas are under components.schemas as `event.<type>`. "
-    "Schemas are JSON Schema 2020-12 (a `$ref` with sibling keywords is wrapped in `allOf` "
-    "here, so draft-07 tools read them the same). A readable reference is served at /docs.")
+    "Every schema means the same as JSON Schema draft-07 and 2020-12 (no keyword of one "
+    "only; a `$ref` with sibling keywords is wrapped in `allOf`). A readable reference is "
+    "served at /docs.")
+
+
+# A Host header a URL can be built from: a DNS name or IPv4 address, or a bracketed IPv6 one.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+                   r"(?::[0-9]{1,5})?")
+
+
+def server_url(public_url: str | None, scheme: str, host: str, local: str) -> str:
+    """The absolute URL of POST /rpc for a client: under --public-url when set, else at the
+    host the client asked for (the listening address `local` when that is no usable host)."""
+    if public_url:
+        return public_url.rstrip("/") + "/rpc"
+    return f"{scheme}://{host if _HOST.fullmatch(host) else local}/rpc"
 
 
 def component_name(ref: str) -> str:
     """The components.schemas key a `$ref` of schemas/ points at."""
+    event_type = schemas.event_type_of_ref(ref)
+    if event_type is not None:
+        return EVENT_PREFIX + event_type
     return ref.removeprefix(REF_PREFIX).removeprefix("#/$defs/")
 
 
@@ -116,7 +135,9 @@ def build_openrpc(methods: Mapping[str, Method], version: str = "0.1.0") -> dict
         if constraints:
             entry["x-params-constraints"] = to_components(constraints)
         out_methods.append(entry)
-    components = {name: to_components(s) for name, s in schemas.defs()["$defs"].items()}
+    # A title names the type in generated clients (else tools invent names from hashes).
+    components = {name: {"title": name, **to_components(s)}
+                  for name, s in schemas.defs()["$defs"].items()}
     for type_, schema in schemas.event_schemas().items():
         components[EVENT_PREFIX + type_] = to_components(
             {k: v for k, v in schema.items() if k != "$schema"})
@@ -124,8 +145,9 @@ def build_openrpc(methods: Mapping[str, Method], version: str = "0.1.0") -> dict
         "openrpc": OPENRPC_VERSION,
         "info": {"title": "Messenger JSON-RPC API", "version": version,
                  "description": INFO_DESCRIPTION},
+        # Served with the absolute URL each client reached (server_url); "/rpc" until then.
         "servers": [{"name": "this server", "url": "/rpc",
-                     "description": "JSON-RPC 2.0 over HTTP POST, relative to this server."}],
+                     "description": "JSON-RPC 2.0 over HTTP POST."}],
         "methods": out_methods,
         "components": {"schemas": components},
     }

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+from urllib.parse import urlsplit
 
 from methods.context import Limits
 
@@ -57,7 +58,8 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     ("poll-timeout-max", float,
      "longest wait a poll may ask for (answers before proxies time out)"),
     ("login-max-failures", int,
-     "failed logins per username within --login-window before 429 (10x per address)"),
+     "failed logins per (username, client address) within --login-window before 429 "
+     "(an address gets 10x over all usernames)"),
     ("login-window", float, "seconds over which failed logins are counted"),
     ("session-idle", float, "seconds after which an unused session (token) expires"),
     ("polls-per-user", int, "parked polls one user may hold; the oldest is answered when exceeded"),
@@ -71,7 +73,8 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
     ("max-scheduled", int, "pending scheduled messages per user"),
     ("report-min-age", float,
      "seconds an account must exist before its reports count toward a ban"),
-    ("min-password", int, "characters a new account's password needs"),
+    ("min-password", int,
+     "characters (code points) a new account's password needs; existing accounts unaffected"),
 ]
 
 
@@ -143,6 +146,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
                        for flag, _, _ in _LIMIT_FLAGS})
     if args.store == "postgres" and not args.database_url:
         build_parser().error("--store postgres needs --database-url")
+    if args.public_url and not _is_origin(args.public_url, path_ok=True):
+        build_parser().error(f"--public-url must be an absolute http(s) URL such as "
+                             f"https://chat.example.org, not {args.public_url}")
+    for origin in _csv(args.cors_origins):
+        if origin != "*" and not _is_origin(origin, path_ok=False):
+            build_parser().error(f"--cors-origins takes origins such as https://app.example.org "
+                                 f"(scheme, host, optional port) or *, not {origin}")
     return Settings(host=args.host, port=args.port, data_dir=args.data_dir, store=args.store,
                     database_url=args.database_url, durability=args.durability,
                     max_body=args.max_body,
@@ -157,3 +167,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def _csv(text: str) -> frozenset[str]:
     """A comma-separated flag as a set of non-empty items."""
     return frozenset(item.strip() for item in text.split(",") if item.strip())
+
+
+def _is_origin(text: str, path_ok: bool) -> bool:
+    """An absolute http(s) URL with a host, no query or fragment (and no path unless ok)."""
+    try:
+        url = urlsplit(text)
+        _ = url.port  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (url.scheme in ("http", "https") and bool(url.hostname) and not url.query
+            and not url.fragment and not url.username and (path_ok or url.path in ("", "/")))

@@ -12,6 +12,7 @@ from referencing.jsonschema import DRAFT202012
 
 SCHEMA_DIR = Path(__file__).parent
 DEFS_URI = "defs.json"
+EVENT_REF_PREFIX = "events/"  # `{"$ref": "events/<type>.json"}`: one event type's schema
 
 Schema = dict[str, Any]
 
@@ -63,8 +64,32 @@ def _read(path: Path) -> Schema:
 
 @cache
 def defs() -> Schema:
-    """Shared definitions (message, chat, ...), referenced as `defs.json#/$defs/NAME`."""
-    return _read(SCHEMA_DIR / DEFS_URI)
+    """Shared definitions (message, chat, ...), referenced as `defs.json#/$defs/NAME`.
+
+    `event` (any event, by its `type`) is made here from schemas/events/, so a new event
+    type is part of every schema that mentions events (GET /poll, events.poll) at once.
+    """
+    loaded = _read(SCHEMA_DIR / DEFS_URI)
+    events = event_schemas()
+    loaded["$defs"]["event"] = {
+        "description": "One event of a user's stream: seq, type, and the fields of its type.",
+        "oneOf": [{"$ref": event_ref(type_)} for type_ in events],
+        "examples": [schema["examples"][0] for schema in events.values()
+                     if schema.get("examples")],
+    }
+    return loaded
+
+
+def event_ref(type_: str) -> str:
+    """The `$ref` of an event type's schema."""
+    return f"{EVENT_REF_PREFIX}{type_}.json"
+
+
+def event_type_of_ref(ref: str) -> str | None:
+    """The event type an `events/<type>.json` `$ref` names, else None."""
+    if ref.startswith(EVENT_REF_PREFIX) and ref.endswith(".json"):
+        return ref.removeprefix(EVENT_REF_PREFIX).removesuffix(".json")
+    return None
 
 
 @cache
@@ -91,4 +116,7 @@ def registry() -> Registry[Any]:
     """A registry resolving `defs.json` references."""
     resource: Resource[Any] = Resource.from_contents(defs(), default_specification=DRAFT202012)
     reg: Registry[Any] = Registry().with_resource(DEFS_URI, resource)
+    for type_, schema in event_schemas().items():
+        reg = reg.with_resource(event_ref(type_), Resource.from_contents(
+            schema, default_specification=DRAFT202012))
     return reg

@@ -7,9 +7,9 @@ from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
 
-from store.base import Notifier, T, TxFn
-from store.models import UserId
-from store.sql import Db, SqlTx, Wakeups
+from store.base import Health, Notifier, StoreError, T, TxFn
+from store.models import EventRecord, UserId
+from store.sql import Db, Row, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -17,16 +17,54 @@ MAX_BATCH = 512
 Job = tuple[TxFn[Any], "asyncio.Future[Any] | None"]
 
 
+class _NeedsSavepoints(Exception):
+    """A job failed after writing: the batch was rolled back, to run again carefully."""
+
+
+class WriteWatch:
+    """A `Db` that notes whether a job has written anything (any statement but a SELECT)."""
+
+    __slots__ = ("db", "dialect", "wrote")
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self.wrote = False
+
+    def _note(self, sql: str) -> None:
+        if not self.wrote and not sql.lstrip()[:6].upper() == "SELECT":
+            self.wrote = True
+
+    async def fetchall(self, sql: str, *args: object) -> list[Row]:
+        """All rows of a query."""
+        self._note(sql)
+        return await self.db.fetchall(sql, *args)
+
+    async def fetchone(self, sql: str, *args: object) -> Row | None:
+        """The first row of a query, or None."""
+        self._note(sql)
+        return await self.db.fetchone(sql, *args)
+
+    async def execute(self, sql: str, *args: object) -> int:
+        """Run a statement (counted as a write, whatever it is)."""
+        self.wrote = True
+        return await self.db.execute(sql, *args)
+
+
 class BatchingStore(ABC):
     """Runs write jobs one after another inside one transaction per batch.
 
-    Each job gets a savepoint, so a job that fails (a rule said no) leaves nothing
-    behind while the others in its batch still commit. Callers are answered, and
-    parked polls woken, only after the commit: a reply means the write is durable.
+    A job that fails (a rule said no) leaves nothing behind while the others in its batch
+    still commit. Savepoints cost a round trip each, so a batch first runs without them:
+    a job failing before its first write leaves nothing to undo. Should a job fail after
+    writing (or on a database error, which aborts a PostgreSQL transaction), the batch is
+    rolled back and run again with a savepoint per job. Callers are answered, and parked
+    polls woken, only after the commit: a reply means the write is durable.
     """
 
     def __init__(self) -> None:
         self.notifier = Notifier()
+        self.health = Health()
         self._queue: deque[Job] = deque()
         self._has_work = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -61,14 +99,40 @@ class BatchingStore(ABC):
     async def read(self, fn: TxFn[T]) -> T:
         """Run `fn` against the latest committed state."""
 
+    def _failure(self, exc: BaseException) -> BaseException:
+        """A driver's exception as the store error callers get (noting it in `health`)."""
+        return exc
+
+    def _driver_error(self, exc: BaseException) -> bool:
+        """Whether `exc` came from the database driver (the transaction may be unusable)."""
+        return True
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Whether a failed batch certainly did not commit and may simply run again
+        (a backend also forgets a connection that died here)."""
+        return False
+
     async def wake(self, wakeups: Wakeups) -> None:
         """Wake this process's parked polls that a committed write concerns."""
+        for session in wakeups.ended:
+            self.notifier.end_session(session)
+        wakeups.ended = set()
         if not self.notifier:
             return
         if wakeups.chats and not wakeups.everyone:
-            for chat_id in wakeups.chats:
-                wakeups.users.update(await self._members(chat_id))
+            try:
+                for chat_id in wakeups.chats:
+                    wakeups.users.update(await self._members(chat_id))
+            except Exception as exc:  # members unknown: everyone here re-reads instead
+                if not isinstance(self._failure(exc), StoreError):
+                    log.exception("resolving whom to wake failed")
+                wakeups.everyone = True
         self.notifier.wake(wakeups)
+
+    async def read_events(self, user_id: UserId, after: int, limit: int,
+                          now: float) -> list[EventRecord]:
+        """The user's events after `after`, oldest first (see `SqlTx.read_events`)."""
+        return await self.read(lambda tx: tx.read_events(user_id, after, limit, now))
 
     async def _members(self, chat_id: str) -> list[UserId]:
         return await self.read(lambda tx: tx.member_ids(chat_id))
@@ -108,42 +172,82 @@ class BatchingStore(ABC):
                 await self._has_work.wait()
                 continue
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+            await self._run_with_retry(batch)
+
+    async def _run_with_retry(self, batch: list[Job]) -> None:
+        """Run a batch; once more if its connection died before it could commit."""
+        careful = False
+        attempt = 0
+        while True:
             try:
-                await self._run_batch(batch)
+                await self._run_batch(batch, careful)
+                return
+            except _NeedsSavepoints:  # rolled back: nothing written; again, job by job
+                careful = True
+                continue
             except Exception as exc:  # the database itself failed: fail the whole batch
-                log.exception("write batch of %d failed", len(batch))
+                retryable = self._retryable(exc)
+                if attempt == 0 and retryable:
+                    log.info("write batch of %d lost its connection; running it again",
+                             len(batch))
+                    attempt += 1
+                    continue
+                error = self._failure(exc)
+                if not isinstance(error, StoreError):
+                    log.exception("write batch of %d failed", len(batch))
                 for _, fut in batch:
                     if fut is not None and not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
+                return
 
-    async def _run_batch(self, batch: list[Job]) -> None:
+    async def _run_batch(self, batch: list[Job], careful: bool = False) -> None:
         outcomes: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
         wakeups = Wakeups()
         db = await self._begin()
         try:
             for fn, fut in batch:
-                tx = SqlTx(db)
-                await self._savepoint()
-                try:
-                    result = await fn(tx)
-                except Exception as exc:  # the job's own failure: undo just this job
-                    await self._rollback_to()
-                    outcomes.append((fut, None, exc))
-                    if fut is None:
-                        log.warning("background write failed: %r", exc)
-                    continue
-                await self._release()
+                if careful:
+                    tx = SqlTx(db)
+                    await self._savepoint()
+                    try:
+                        result = await fn(tx)
+                    except Exception as exc:  # the job's own failure: undo just this job
+                        await self._rollback_to()
+                        outcomes.append((fut, None, self._failure(exc)))
+                        continue
+                    await self._release()
+                else:
+                    watched = WriteWatch(db)
+                    tx = SqlTx(watched)
+                    try:
+                        result = await fn(tx)
+                    except Exception as exc:
+                        if watched.wrote or self._driver_error(exc):
+                            raise _NeedsSavepoints() from exc
+                        outcomes.append((fut, None, self._failure(exc)))  # nothing to undo
+                        continue
                 wakeups.merge(tx.wakeups)
                 outcomes.append((fut, result, None))
             await self._commit(wakeups)
         except BaseException:
             await self._rollback()
             raise
-        await self.wake(wakeups)
+        # Committed: answer the callers first, so nothing after this point (such as the
+        # read that resolves whom to wake) can turn a durable write into a reported failure.
         for fut, result, error in outcomes:
-            if fut is None or fut.done():
+            if fut is None:
+                if error is not None and not isinstance(error, StoreError):
+                    log.warning("background write failed: %r", error)
+            elif fut.done():
                 continue
-            if error is not None:
+            elif error is not None:
                 fut.set_exception(error)
             else:
                 fut.set_result(result)
+        try:
+            await self.wake(wakeups)
+        except Exception:  # never let it look like the (committed) batch failed
+            log.exception("waking polls after a commit failed")
+            everyone = Wakeups()
+            everyone.everyone = True
+            self.notifier.wake(everyone)

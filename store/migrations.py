@@ -8,8 +8,9 @@ DIALECT_TOKENS: dict[str, dict[str, str]] = {
                  "bigint": "BIGINT"},
 }
 
-# Each entry is one version; never edit a shipped one, append a new one.
-MIGRATIONS: list[str] = [
+# Each entry is one version; never edit a shipped one, append a new one. An entry is SQL for
+# both dialects, or a dict {"sqlite": ..., "postgres": ...} where they differ too much.
+MIGRATIONS: list[str | dict[str, str]] = [
     """
     CREATE TABLE users (
         user_id {serial_pk},
@@ -129,11 +130,81 @@ MIGRATIONS: list[str] = [
     CREATE INDEX login_failures_key ON login_failures (key, at);
     """,
     # 2: open network I (resources: storage per user, scheduled attachments, purge indexes).
-    """
-    """,
+    # Files attached to pending scheduled messages, so the purge finds them by index (not by
+    # a LIKE over every schedule's attachments); files per owner for --user-storage.
+    {
+        "sqlite": """
+        CREATE TABLE scheduled_files (
+            scheduled_id TEXT NOT NULL,
+            file_id TEXT NOT NULL,
+            PRIMARY KEY (scheduled_id, file_id)
+        );
+        CREATE INDEX scheduled_files_file ON scheduled_files (file_id);
+        INSERT OR IGNORE INTO scheduled_files (scheduled_id, file_id)
+            SELECT s.scheduled_id, j.value FROM scheduled s, json_each(s.attachments) j
+            WHERE s.state = 'pending';
+        CREATE INDEX files_owner ON files (owner_id, size);
+        CREATE INDEX files_created ON files (created_at);
+        """,
+        "postgres": """
+        CREATE TABLE scheduled_files (
+            scheduled_id TEXT NOT NULL,
+            file_id TEXT NOT NULL,
+            PRIMARY KEY (scheduled_id, file_id)
+        );
+        CREATE INDEX scheduled_files_file ON scheduled_files (file_id);
+        INSERT INTO scheduled_files (scheduled_id, file_id)
+            SELECT s.scheduled_id, j FROM scheduled s,
+                json_array_elements_text(s.attachments::json) j
+            WHERE s.state = 'pending' ON CONFLICT DO NOTHING;
+        CREATE INDEX files_owner ON files (owner_id, size);
+        CREATE INDEX files_created ON files (created_at);
+        """,
+    },
     # 3: messenger essentials (edits, deletes, search, read positions, client_msg_id).
-    """
-    """,
+    # Search words (store/sql_messages.py `search_words`) are indexed by FTS5 on SQLite (one
+    # row per message, rowid = the message's seq) and by a GIN index on PostgreSQL.
+    {
+        "sqlite": """
+        ALTER TABLE messages ADD COLUMN edited_at REAL;
+        ALTER TABLE messages ADD COLUMN client_msg_id TEXT;
+        CREATE UNIQUE INDEX messages_client_msg ON messages (author_id, client_msg_id)
+            WHERE client_msg_id IS NOT NULL;
+        CREATE INDEX messages_seq ON messages (seq);
+        CREATE INDEX events_message ON events (message_id);
+        CREATE VIRTUAL TABLE messages_fts USING fts5 (
+            words, tokenize = 'unicode61 remove_diacritics 0'
+        );
+        INSERT INTO messages_fts (rowid, words)
+            SELECT seq, lower(text) FROM messages WHERE text IS NOT NULL;
+        CREATE TABLE read_positions (
+            user_id INTEGER NOT NULL,
+            chat_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            message_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, chat_id)
+        );
+        """,
+        "postgres": """
+        ALTER TABLE messages ADD COLUMN edited_at DOUBLE PRECISION;
+        ALTER TABLE messages ADD COLUMN client_msg_id TEXT;
+        ALTER TABLE messages ADD COLUMN search_words TEXT;
+        UPDATE messages SET search_words = lower(text) WHERE text IS NOT NULL;
+        CREATE UNIQUE INDEX messages_client_msg ON messages (author_id, client_msg_id)
+            WHERE client_msg_id IS NOT NULL;
+        CREATE INDEX messages_seq ON messages (seq);
+        CREATE INDEX events_message ON events (message_id);
+        CREATE INDEX messages_search ON messages
+            USING GIN (to_tsvector('simple', COALESCE(search_words, '')));
+        CREATE TABLE read_positions (
+            user_id BIGINT NOT NULL,
+            chat_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            message_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, chat_id)
+        );
+        """,
+    },
     # 4: faults (login attempts claimed across processes, health).
     """
     """,
@@ -142,11 +213,46 @@ MIGRATIONS: list[str] = [
     """,
     # 6: open network II (registrations per address, blocks, report/ban bookkeeping, logins).
     """
+    -- Logins: one row per password check, claimed before the check runs (failed = 0) and
+    -- turned into a failure (failed = 1) or deleted after it, so that checks in flight on
+    -- every process count toward the throttle.
+    CREATE TABLE login_attempts (
+        attempt_id TEXT PRIMARY KEY,
+        username_key TEXT NOT NULL,
+        address TEXT NOT NULL,
+        failed INTEGER NOT NULL,
+        at {real} NOT NULL
+    );
+    CREATE INDEX login_attempts_pair ON login_attempts (username_key, address, at);
+    CREATE INDEX login_attempts_address ON login_attempts (address, at);
+    DROP TABLE login_failures;
+    -- New usernames per client address per fixed window (--register-limit).
+    CREATE TABLE registrations (
+        address TEXT NOT NULL,
+        window_start {real} NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (address, window_start)
+    );
+    CREATE INDEX sessions_user_seen ON sessions (user_id, last_seen);
+    -- Block lists: blocker_id no longer hears from blocked_id (1-to-1, invites, adds).
+    CREATE TABLE blocks (
+        blocker_id {bigint} NOT NULL,
+        blocked_id {bigint} NOT NULL,
+        created_at {real} NOT NULL,
+        PRIMARY KEY (blocker_id, blocked_id)
+    );
+    CREATE INDEX blocks_blocked ON blocks (blocked_id, blocker_id);
+    -- Reports: 'counts' toward the next ban, 'young' (the reporter's account was younger than
+    -- --report-min-age), 'banned' (made during a ban), 'used' (caused a ban).
+    ALTER TABLE reports ADD COLUMN state TEXT NOT NULL DEFAULT 'counts';
+    CREATE INDEX reports_state ON reports (reported_id, state);
     """,
 ]
 
 
-def render(sql: str, dialect: str) -> list[str]:
+def render(sql: str | dict[str, str], dialect: str) -> list[str]:
     """Split one migration into statements with the dialect's tokens filled in."""
+    if isinstance(sql, dict):
+        sql = sql[dialect]
     text = sql.format(**DIALECT_TOKENS[dialect])
     return [s.strip() for s in text.split(";") if s.strip()]

@@ -11,6 +11,8 @@ ScheduledId = NewType("ScheduledId", str)
 FileId = NewType("FileId", str)
 
 GENERAL_CHAT = ChatId("general")
+# Event seqs are 64-bit signed integers in both databases: the one "after everything" seq.
+MAX_SEQ = 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class StoredMessage:
     sent_at: float
     expires_at: float
     seq: int
+    edited_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -8,23 +8,35 @@ Group commit keeps this cheap: one transaction carries every queued write of a p
 
 Wakeups: the committing transaction sends NOTIFY with whom it concerns; every process
 LISTENs and wakes its own parked polls. Nothing polls the database in a loop.
+
+Faults: every connection (the writer, the pool's readers, the listener) is replaced when
+it dies. While the database cannot be reached, calls fail at once with StoreUnavailable
+(503) and `health` logs the outage once. A batch whose connection died before COMMIT runs
+again on a new connection; one that died during COMMIT is looked up (`txid_status`), so a
+committed batch is never reported as failed. Server-side timeouts end the transaction of a
+frozen or partitioned process within seconds, releasing the write lock for the others.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 
-from store.base import T, TxFn
+from store.base import StoreError, StoreUnavailable, T, TxFn
 from store.batch import BatchingStore
+from store.coalesce import EventReads
 from store.migrations import MIGRATIONS, render
+from store.models import EventRecord, UserId
 from store.sql import Db, Row, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
@@ -33,6 +45,74 @@ CHANNEL = "messenger_events"
 WRITE_LOCK = 0x6D657373  # "mess": the write-order lock
 MIGRATE_LOCK = 0x6D696772  # "migr"
 _PLACEHOLDER = re.compile(r"\?")
+
+CONNECT_TIMEOUT = 3.0  # seconds to open a connection before the database counts as unreachable
+RETRY_INTERVAL = 0.5  # after a failed connect, calls fail at once for this long
+LISTEN_PING = 2.0  # the listener checks its (otherwise silent) connection this often
+COMMIT_LOOKUP = 3.0  # seconds to find out whether a COMMIT whose connection died took effect
+NOTIFY_FULL = 0.5  # NOTIFY queue usage past which commits stop sending NOTIFY
+MAX_NOTIFY = 2000  # bytes of a NOTIFY payload; a bigger one becomes "wake everyone"
+# Server side: the server notices a vanished client (keepalives), ends the transaction of a
+# frozen one (idle_in_transaction_session_timeout) and its hold on the write lock with it.
+_KEEPALIVE = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+              "tcp_keepalives_count": "3", "tcp_user_timeout": "10000"}
+WRITER_SETTINGS = {**_KEEPALIVE, "idle_in_transaction_session_timeout": "1500",
+                   "lock_timeout": "5000", "statement_timeout": "15000"}
+READER_SETTINGS = {**_KEEPALIVE, "idle_in_transaction_session_timeout": "10000"}
+WRITER_COMMAND_TIMEOUT = 20.0  # client side, past statement_timeout
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether the connection is gone (closed, refused, terminated, timed out): replace it."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False  # statement_timeout: the connection itself is fine
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)
+    # InternalClientError: the driver's state went astray when the server ended the
+    # connection under a query ("cannot switch to state ..."); the connection is useless.
+    return isinstance(exc, (OSError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
+                            asyncpg.exceptions.OperatorInterventionError,
+                            asyncpg.exceptions.IdleInTransactionSessionTimeoutError))
+
+
+_BUSY = (asyncpg.QueryCanceledError, asyncpg.exceptions.LockNotAvailableError,
+         asyncpg.exceptions.TooManyConnectionsError,
+         asyncpg.exceptions.ReadOnlySQLTransactionError)
+
+
+_REFUSED = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # user, password
+            asyncpg.exceptions.InvalidCatalogNameError)  # no such database
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def safe_url(url: str) -> str:
+    """The database URL without its password (for the log)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port or 5432}{parts.path}"
+
+
+def _keepalive(conn: Any) -> None:
+    """Client-side TCP keepalives: a silent partition ends the connection in seconds."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 10_000)
+    except (OSError, AttributeError):  # not Linux: the server-side timeouts still hold
+        pass
+
+
+class _NotCommitted(Exception):
+    """The batch's connection died and its transaction certainly did not commit."""
 
 
 def to_pg(sql: str) -> str:
@@ -43,6 +123,8 @@ def to_pg(sql: str) -> str:
 
 class PgDb:
     """The `Db` adapter over one asyncpg connection."""
+
+    dialect = "postgres"
 
     _cache: dict[str, str] = {}
 
@@ -74,13 +156,15 @@ class PgDb:
 
 def encode_wakeups(origin: str, wakeups: Wakeups) -> str | None:
     """The NOTIFY payload: the origin process and whom the commit concerns."""
-    if not (wakeups.everyone or wakeups.users or wakeups.chats):
+    if not (wakeups.everyone or wakeups.users or wakeups.chats or wakeups.ended):
         return None
     body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
-            "c": sorted(wakeups.chats)}
+            "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
     payload = orjson.dumps(body).decode()
-    if len(payload) > 7000:  # NOTIFY payloads are small: wake everyone instead
-        payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": []}).decode()
+    if len(payload) > MAX_NOTIFY:  # keep the shared NOTIFY queue light: wake everyone
+        # Ended sessions are kept (64 hex characters each; a commit ends few of them).
+        payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": [],
+                                "s": sorted(wakeups.ended)[:100]}).decode()
     return payload
 
 
@@ -91,6 +175,7 @@ def decode_wakeups(payload: str) -> tuple[str, Wakeups]:
     w.everyone = bool(body["e"])
     w.users = {int(u) for u in body["u"]}
     w.chats = set(body["c"])
+    w.ended = {str(s) for s in body.get("s", ())}
     return str(body["o"]), w
 
 
@@ -105,21 +190,176 @@ class PostgresStore(BatchingStore):
         self._pool: Any = None
         self._wconn: Any = None
         self._listener: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._listener_lost = asyncio.Event()
         self._tx: Any = None
+        self._xid: int | None = None  # the open batch's transaction id (for txid_status)
         self._savepoints: list[Any] = []
         self._wake_tasks: set[asyncio.Task[None]] = set()
+        self._retry_at = 0.0  # loop time before which connecting is not tried again
+        self._notify_full = False  # NOTIFY skipped: the queue is nearly full
+        self.event_reads = EventReads(
+            lambda asks, now: self.read(lambda tx: tx.read_events_many(asks, now)))
 
     async def open(self) -> None:
-        """Connect, migrate (once, under a lock), listen, start the writer."""
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
-        self._wconn = await asyncpg.connect(self.url)
-        await self._migrate()
-        self._listener = await asyncpg.connect(self.url)
-        await self._listener.add_listener(CHANNEL, self._on_notify)
+        """Connect, migrate (once, under a lock), listen, start the writer.
+
+        Raises StoreUnavailable (with the address, never the password) when the database
+        cannot be reached: the server says so in one line and exits.
+        """
+        try:
+            self._pool = await asyncpg.create_pool(
+                # min_size=0: no background "restore the floor" loop logging tracebacks
+                # while the database is away; connections open on demand and are kept.
+                self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
+                server_settings=self._settings(READER_SETTINGS, "reader"), init=self._init_reader)
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT,
+                                         server_settings=self._settings(READER_SETTINGS, "migrate"))
+            try:
+                await self._migrate(conn)
+            finally:
+                await conn.close()
+            self._wconn = await self._connect_writer()
+            await self._listen()
+        except Exception as exc:
+            await self._close_connections()
+            if isinstance(exc, StoreError) or _lost(exc):
+                raise StoreUnavailable(
+                    f"PostgreSQL unreachable at {safe_url(self.url)}: {_reason(exc)}") from None
+            if isinstance(exc, _REFUSED):
+                raise StoreUnavailable(
+                    f"PostgreSQL at {safe_url(self.url)} refused the connection: "
+                    f"{_reason(exc)}") from None
+            raise
+        self._listen_task = asyncio.create_task(self._keep_listening(), name="pg-listener")
         self._start_writer()
 
-    async def _migrate(self) -> None:
-        conn = self._wconn
+    @staticmethod
+    async def _init_reader(conn: Any) -> None:
+        _keepalive(conn)
+
+    @staticmethod
+    def _settings(base: dict[str, str], role: str) -> dict[str, str]:
+        """Session settings, named so pg_stat_activity shows which process holds what."""
+        return {**base, "application_name": f"messenger-{os.getpid()} {role}"}
+
+    # -- connections -----------------------------------------------------------------------
+    def _gate(self) -> None:
+        """Fail at once right after a failed connect instead of waiting on another."""
+        if not self.health.database_ok and asyncio.get_running_loop().time() < self._retry_at:
+            raise StoreUnavailable("database unreachable")
+
+    def _unreachable(self, exc: BaseException) -> StoreUnavailable:
+        self._retry_at = asyncio.get_running_loop().time() + RETRY_INTERVAL
+        return self.health.database_down(_reason(exc))
+
+    async def _connect_writer(self) -> Any:
+        self._gate()
+        try:
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT,
+                                         server_settings=self._settings(WRITER_SETTINGS, "writer"),
+                                         command_timeout=WRITER_COMMAND_TIMEOUT)
+        except Exception as exc:
+            if _lost(exc):
+                raise self._unreachable(exc) from None
+            raise
+        _keepalive(conn)
+        self.health.database_up()
+        return conn
+
+    def _drop_writer(self) -> None:
+        conn, self._wconn = self._wconn, None
+        self._tx = None
+        self._savepoints.clear()
+        if conn is not None:
+            conn.terminate()
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, _NotCommitted):
+            return StoreUnavailable("the database connection was lost; nothing was written")
+        if isinstance(exc, asyncpg.exceptions.DiskFullError):
+            return self.health.disk_full("database")
+        if _lost(exc):
+            return self._unreachable(exc)
+        if isinstance(exc, _BUSY):
+            return StoreUnavailable(f"database busy ({type(exc).__name__})")
+        return exc
+
+    def _driver_error(self, exc: BaseException) -> bool:
+        # Any error from the server aborts the whole transaction, not just the statement.
+        return isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError,
+                                asyncpg.InternalClientError, OSError, asyncio.TimeoutError))
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if _lost(exc):
+            self._drop_writer()
+            return True
+        return isinstance(exc, _NotCommitted)
+
+    # -- the listener ----------------------------------------------------------------------
+    async def _listen(self) -> asyncio.Event:
+        """Open the LISTEN connection; the returned event is set when it is lost."""
+        self._gate()
+        try:
+            conn = await asyncpg.connect(
+                self.url, timeout=CONNECT_TIMEOUT,
+                server_settings=self._settings(READER_SETTINGS, "listener"))
+        except Exception as exc:
+            if _lost(exc):
+                raise self._unreachable(exc) from None
+            raise
+        _keepalive(conn)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._listener, self._listener_lost = conn, lost
+        self.health.database_up()
+        return lost
+
+    async def _keep_listening(self) -> None:
+        """Watch the LISTEN connection; replace it when it dies, then wake every poll.
+
+        Notifications sent while it was down are lost, so every parked poll re-reads.
+        """
+        lost = self._listener_lost
+        conn = self._listener
+        delay = 0.1
+        while True:
+            try:
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), LISTEN_PING)
+                    except asyncio.TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=LISTEN_PING)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("listener ping failed: %s", _reason(exc))
+            log.warning("lost the LISTEN connection; reconnecting")
+            conn.terminate()
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    lost = await self._listen()
+                except Exception as exc:
+                    if not isinstance(self._failure(exc), StoreError):
+                        log.exception("LISTEN reconnect failed")
+                    delay = min(delay * 2, 1.0)
+                    continue
+                conn, delay = self._listener, 0.1
+                break
+            log.warning("listening again; waking every parked poll to re-read")
+            everyone = Wakeups()
+            everyone.everyone = True
+            self.notifier.wake(everyone)
+
+    async def _migrate(self, conn: Any) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
             await conn.execute(
@@ -139,7 +379,8 @@ class PostgresStore(BatchingStore):
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         origin, wakeups = decode_wakeups(payload)
-        if origin != self.origin and self.notifier:  # our own commits woke ours already
+        # Our own commits woke ours already.
+        if origin != self.origin and (self.notifier or wakeups.ended):
             task = asyncio.create_task(self.wake(wakeups))
             self._wake_tasks.add(task)
             task.add_done_callback(self._wake_tasks.discard)
@@ -147,25 +388,87 @@ class PostgresStore(BatchingStore):
     async def close(self) -> None:
         """Drain writes, stop listening, close connections."""
         await self._stop_writer()
-        if self._listener is not None:
-            await self._listener.close()
-        if self._wconn is not None:
-            await self._wconn.close()
+        await self.event_reads.close()
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            await asyncio.gather(self._listen_task, return_exceptions=True)
+            self._listen_task = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._listener, self._wconn):
+            if conn is not None:
+                try:
+                    await conn.close(timeout=2)
+                except Exception:  # already dead: nothing to say goodbye to
+                    conn.terminate()
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except Exception:
+                self._pool.terminate()
         self._listener = self._wconn = self._pool = None
 
     async def read(self, fn: TxFn[T]) -> T:
-        """Run `fn` on a pooled connection."""
-        async with self._pool.acquire() as conn:
-            return await fn(SqlTx(PgDb(conn)))
+        """Run `fn` on a pooled connection (again if that connection had died)."""
+        return await self._read(fn, gated=True)
+
+    async def _read(self, fn: TxFn[T], gated: bool) -> T:
+        for attempt in range(self.pool_size + 1):
+            if gated:
+                self._gate()
+            try:
+                # No acquire timeout: a busy pool is not an outage (connecting has its own).
+                async with self._pool.acquire() as conn:
+                    try:
+                        result = await fn(SqlTx(PgDb(conn)))
+                    except Exception as exc:
+                        if _lost(exc):  # so that the pool opens a new one
+                            with contextlib.suppress(asyncpg.InterfaceError):  # gone already
+                                conn.terminate()
+                        raise
+            except Exception as exc:
+                if attempt < self.pool_size and _lost(exc) and not isinstance(exc, OSError):
+                    continue  # a pooled connection the server had ended: the pool replaces it
+                error = self._failure(exc)
+                if error is exc:
+                    raise
+                raise error from None
+            self.health.database_up()
+            return result
+        raise AssertionError("unreachable")
+
+    async def read_events(self, user_id: UserId, after: int, limit: int,
+                          now: float) -> list[EventRecord]:
+        """The user's events after `after`; the polls woken by one commit read together."""
+        return await self.event_reads.read(user_id, after, limit, now)
+
+    async def check(self) -> None:
+        """Probe the database with a trivial query; the outcome is in `health`."""
+        async def ping(tx: SqlTx) -> None:
+            await tx.db.fetchone("SELECT 1")
+        try:
+            await self._read(ping, gated=False)  # a probe really tries
+        except StoreError:
+            pass
 
     async def _begin(self) -> Db:
-        self._tx = self._wconn.transaction()
-        await self._tx.start()
-        # Serialize write transactions across processes: seqs commit in order.
-        await self._wconn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-        return PgDb(self._wconn)
+        if self._wconn is None or self._wconn.is_closed():
+            self._drop_writer()
+            self._wconn = await self._connect_writer()
+        conn = self._wconn
+        self._tx = conn.transaction()
+        try:
+            await self._tx.start()
+            # Serialize write transactions across processes: seqs commit in order. The id
+            # tells, should the connection die during COMMIT, whether the batch committed.
+            self._xid = await conn.fetchval(
+                "SELECT txid_current() FROM (SELECT pg_advisory_xact_lock($1)) AS locked",
+                WRITE_LOCK)
+        except BaseException:
+            await self._rollback()
+            raise
+        return PgDb(conn)
 
     async def _savepoint(self) -> None:
         sp = self._wconn.transaction()
@@ -181,25 +484,66 @@ class PostgresStore(BatchingStore):
     async def _commit(self, wakeups: Wakeups) -> None:
         payload = encode_wakeups(self.origin, wakeups)
         if payload is not None:
-            # Delivered to listeners only if, and when, the transaction commits.
-            await self._wconn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        await self._tx.commit()
+            await self._notify(payload)
+        try:
+            await self._tx.commit()
+        except Exception as exc:
+            self._tx = None
+            if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
+                # "too many notifications in the NOTIFY queue": rolled back; the next try
+                # sees the queue usage and commits without NOTIFY.
+                raise _NotCommitted() from exc
+            if not _lost(exc):
+                raise
+            self._drop_writer()
+            if not await self._committed(self._xid, exc):
+                raise _NotCommitted() from exc
+            log.warning("the connection died during COMMIT, but the batch had committed")
         self._tx = None
+        self.health.database_up()
+        self.health.disk_ok("database")
+
+    async def _notify(self, payload: str) -> None:
+        """NOTIFY the other processes, unless a stalled listener has nearly filled the queue.
+
+        A full queue would make COMMIT itself fail; a skipped NOTIFY only delays the other
+        processes' polls (they answer at their timeout).
+        """
+        # Delivered to listeners only if, and when, the transaction commits.
+        usage = await self._wconn.fetchval(
+            "SELECT u FROM pg_notification_queue_usage() AS u,"
+            " LATERAL (SELECT CASE WHEN u < $3 THEN pg_notify($1, $2) END) AS sent",
+            CHANNEL, payload, NOTIFY_FULL)
+        full = usage >= NOTIFY_FULL
+        if full != self._notify_full:
+            self._notify_full = full
+            if full:
+                log.error("the NOTIFY queue is %.0f%% full (a listening process is stalled); "
+                          "commits go on without waking other processes' polls", usage * 100)
+            else:
+                log.warning("the NOTIFY queue has room again; waking other processes resumed")
+
+    async def _committed(self, xid: int | None, exc: BaseException) -> bool:
+        """Whether the transaction `xid` committed (its connection died during COMMIT)."""
+        deadline = asyncio.get_running_loop().time() + COMMIT_LOOKUP
+        while True:
+            try:
+                status = await self.read(
+                    lambda tx: tx.db.fetchone("SELECT txid_status($1) AS status", xid))
+            except StoreError:
+                status = None
+            else:
+                if status is not None and status[0] != "in progress":
+                    return bool(status[0] == "committed")
+            if asyncio.get_running_loop().time() > deadline:
+                raise self._unreachable(exc)  # cannot tell: 503, and a retry may repeat it
+            await asyncio.sleep(0.1)
 
     async def _rollback(self) -> None:
         self._savepoints.clear()
-        if self._tx is not None:
+        tx, self._tx = self._tx, None
+        if tx is not None:
             try:
-                await self._tx.rollback()
-            except asyncpg.PostgresError:
-                log.exception("rollback failed")
-            self._tx = None
-
-
-async def reset_database(url: str) -> None:
-    """Drop every table of ours (tests use this to start from nothing)."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    finally:
-        await conn.close()
+                await tx.rollback()
+            except Exception:  # the connection is gone or stuck: the server rolls back
+                self._drop_writer()

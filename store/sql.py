@@ -1,11 +1,17 @@
 """Domain operations in portable SQL, run through a small connection adapter per dialect."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol, Sequence
 
+import orjson
+
 from store.models import (
-    GENERAL_CHAT, Chat, ChatId, EventRecord, FileId, JoinRequest, Member, MessageId,
+    GENERAL_CHAT, MAX_SEQ, Chat, ChatId, EventRecord, FileId, JoinRequest, Member, MessageId,
     Scheduled, ScheduledId, Session, StoredFile, StoredMessage, User, UserId,
+)
+from store.sql_messages import (
+    RECENT_SCAN, SEARCH_CHUNK_MAX, UNREAD_CAP, fts5_query, msg_cols, search_words,
 )
 
 Row = Sequence[Any]
@@ -13,6 +19,8 @@ Row = Sequence[Any]
 
 class Db(Protocol):
     """The few calls the SQL layer needs from a connection; `?` placeholders everywhere."""
+
+    dialect: str  # "sqlite" or "postgres", for the rare query that cannot be portable
 
     async def fetchall(self, sql: str, *args: object) -> list[Row]:
         """All rows of a query."""
@@ -30,7 +38,7 @@ class Db(Protocol):
 _USER_COLS = "user_id, username, pw_hash, read_seq, banned_until, created_at"
 _CHAT_COLS = "chat_id, kind, title, owner_id, created_at"
 _MSG_COLS = ("message_id, chat_id, author, author_id, text, attachments, comment_to, sent_at,"
-             " expires_at, seq")
+             " expires_at, seq, edited_at")
 _SCHED_COLS = ("scheduled_id, user_id, chat_id, to_user, text, attachments, comment_to, send_at,"
                " created_at, state, message_id")
 _FILE_COLS = "file_id, owner_id, name, size, content_type, path, created_at"
@@ -46,7 +54,7 @@ def _chat(r: Row) -> Chat:
 
 def _msg(r: Row) -> StoredMessage:
     return StoredMessage(MessageId(r[0]), ChatId(r[1]), r[2], UserId(r[3]), r[4], r[5],
-                         None if r[6] is None else MessageId(r[6]), r[7], r[8], r[9])
+                         None if r[6] is None else MessageId(r[6]), r[7], r[8], r[9], r[10])
 
 
 def _sched(r: Row) -> Scheduled:
@@ -73,11 +81,14 @@ class Wakeups:
         # Chats whose members to wake; resolved to users after the commit, and only when
         # someone is waiting at all (a send with nobody polling costs no member lookup).
         self.chats: set[str] = set()
+        # Sessions (token hashes) that ended: their parked polls answer 401.
+        self.ended: set[str] = set()
 
     def merge(self, other: "Wakeups") -> None:
         """Add another transaction's wakeups."""
         self.everyone = self.everyone or other.everyone
         self.users |= other.users
+        self.ended |= other.ended
         self.chats |= other.chats
 
 
@@ -147,7 +158,8 @@ class SqlTx:
                               now, token_hash)
 
     async def delete_session(self, token_hash: str) -> bool:
-        """End a session; whether it existed."""
+        """End a session; whether it existed. Its parked polls answer 401 after the commit."""
+        self.wakeups.ended.add(token_hash)
         return bool(await self.db.execute("DELETE FROM sessions WHERE token_hash = ?",
                                           token_hash))
 
@@ -289,6 +301,17 @@ class SqlTx:
         r = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(r[0]) if r else 0
 
+    async def issued_seq(self) -> int:
+        """The highest seq ever handed out (0 for none), expired and purged events included:
+        a cursor beyond it names an event that does not exist yet."""
+        if self.db.dialect == "postgres":
+            r = await self.db.fetchone(
+                "SELECT COALESCE(pg_sequence_last_value('events_seq_seq'), 0)")
+        else:
+            r = await self.db.fetchone(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)")
+        return max(int(r[0]) if r else 0, await self.last_seq())
+
     async def add_chat_event(self, chat_id: ChatId, type_: str, body: bytes,
                              message_id: str | None = None,
                              expires_at: float | None = None) -> int:
@@ -298,11 +321,14 @@ class SqlTx:
             " VALUES (?, ?, ?, ?, ?) RETURNING seq",
             chat_id, type_, body.decode(), message_id, expires_at)
         assert r is not None
+        self._chat_event_added(chat_id)
+        return int(r[0])
+
+    def _chat_event_added(self, chat_id: ChatId) -> None:
         if chat_id == GENERAL_CHAT:
             self.wakeups.everyone = True
         else:
             self.wakeups.chats.add(chat_id)
-        return int(r[0])
 
     async def add_user_event(self, user_id: UserId, type_: str, body: bytes) -> int:
         """Append an event addressed to one user (all of their clients); its seq."""
@@ -328,27 +354,90 @@ class SqlTx:
             user_id, after, user_id, after, now, limit)
         return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
 
-    async def unread_counts(self, user_id: UserId, after: int, now: float) -> dict[str, int]:
-        """Per chat, the live messages of others after the read marker that the user may see."""
+    async def read_events_many(self, queries: Sequence[tuple[UserId, int, int]],
+                               now: float) -> list[list[EventRecord]]:
+        """`read_events` for several (user, after, limit) at once, in one snapshot and (on
+        PostgreSQL) one round trip: what many polls woken by one commit need."""
+        if self.db.dialect != "postgres":
+            return [await self.read_events(u, after, limit, now) for u, after, limit in queries]
         rows = await self.db.fetchall(
-            "SELECT m.chat_id, COUNT(e.seq) FROM members m JOIN events e"
-            " ON e.chat_id = m.chat_id AND e.type = 'message'"
-            " JOIN messages msg ON msg.message_id = e.message_id AND msg.author_id <> ?"
-            " WHERE m.user_id = ? AND m.left_seq IS NULL AND e.seq > ? AND e.seq > m.joined_seq"
-            " AND e.expires_at > ? GROUP BY m.chat_id", user_id, user_id, after, now)
-        return {r[0]: int(r[1]) for r in rows}
+            "SELECT q.i, s.seq, s.body FROM unnest(?::bigint[], ?::bigint[], ?::bigint[])"
+            " WITH ORDINALITY AS q(user_id, after, lim, i) CROSS JOIN LATERAL ("
+            " SELECT seq, body FROM ("
+            " SELECT e.seq, e.body FROM events e WHERE e.user_id = q.user_id AND e.seq > q.after"
+            " UNION ALL"
+            " SELECT e.seq, e.body FROM members m JOIN events e ON e.chat_id = m.chat_id"
+            " WHERE m.user_id = q.user_id AND e.seq > q.after AND e.seq > m.joined_seq"
+            " AND (m.left_seq IS NULL OR e.seq <= m.left_seq)"
+            " AND (e.expires_at IS NULL OR e.expires_at > ?)"
+            " ) AS u ORDER BY seq LIMIT q.lim) AS s ORDER BY q.i, s.seq",
+            [q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries], now)
+        out: list[list[EventRecord]] = [[] for _ in queries]
+        for i, seq, body in rows:
+            out[int(i) - 1].append(EventRecord(int(seq), body.encode()))
+        return out
+
+    async def unread_counts(self, user_id: UserId, after: int, now: float) -> dict[str, int]:
+        """Per chat, the live messages of others after both the stream read marker (`after`)
+        and the chat's read position (chats.read) that the user may see.
+
+        Bounded: only the chat's newest UNREAD_CAP messages after the markers are looked at
+        (a walk down the (chat_id, seq) index), so a count is exact up to UNREAD_CAP.
+        """
+        rows = await self.db.fetchall(
+            "SELECT m.chat_id, m.joined_seq, r.seq FROM members m LEFT JOIN read_positions r"
+            " ON r.user_id = m.user_id AND r.chat_id = m.chat_id"
+            " WHERE m.user_id = ? AND m.left_seq IS NULL", user_id)
+        counts: dict[str, int] = {}
+        for chat_id, joined_seq, read_seq in rows:
+            since = max(after, int(joined_seq), int(read_seq or 0))
+            r = await self.db.fetchone(
+                "SELECT COUNT(*) FROM (SELECT author_id FROM messages WHERE chat_id = ?"
+                " AND seq > ? AND expires_at > ? ORDER BY seq DESC LIMIT ?) AS recent"
+                " WHERE author_id <> ?", chat_id, since, now, UNREAD_CAP, user_id)
+            if r is not None and int(r[0]):
+                counts[chat_id] = int(r[0])
+        return counts
 
     # -- messages ------------------------------------------------------------------------
-    async def insert_message(self, m: StoredMessage, event_body: bytes) -> StoredMessage:
-        """Store a message and its `message` event; the message with its seq."""
+    async def insert_message(self, m: StoredMessage, event_body: bytes,
+                             client_msg_id: str | None = None) -> StoredMessage:
+        """Store a message and its `message` event; the message with its seq.
+
+        `client_msg_id` (the sender's retry key) is unique per author while the message
+        lives; the message's words go into the search index.
+        """
+        words = search_words(m.text)
+        pg = self.db.dialect == "postgres"
+        if pg:  # one round trip: the event and the message in one statement
+            r = await self.db.fetchone(
+                "WITH e AS (INSERT INTO events (chat_id, type, body, message_id, expires_at)"
+                " VALUES (?, 'message', ?, ?, ?) RETURNING seq)"
+                f" INSERT INTO messages ({_MSG_COLS}, client_msg_id, search_words)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT seq FROM e), ?, ?, ?) RETURNING seq",
+                m.chat_id, event_body.decode(), m.message_id, m.expires_at,
+                m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
+                m.comment_to, m.sent_at, m.expires_at, m.edited_at, client_msg_id, words)
+            assert r is not None
+            seq = int(r[0])
+            self._chat_event_added(m.chat_id)
+            return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
+                                 m.attachments, m.comment_to, m.sent_at, m.expires_at, seq,
+                                 m.edited_at)
         seq = await self.add_chat_event(m.chat_id, "message", event_body, m.message_id,
                                         m.expires_at)
         await self.db.execute(
-            f"INSERT INTO messages ({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({_MSG_COLS}, client_msg_id{', search_words' if pg else ''})"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{', ?' if pg else ''})",
             m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
-            m.comment_to, m.sent_at, m.expires_at, seq)
+            m.comment_to, m.sent_at, m.expires_at, seq, m.edited_at, client_msg_id,
+            *((words,) if pg else ()))
+        if not pg and words:
+            await self.db.execute("INSERT INTO messages_fts (rowid, words) VALUES (?, ?)",
+                                  seq, words)
         return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
-                             m.attachments, m.comment_to, m.sent_at, m.expires_at, seq)
+                             m.attachments, m.comment_to, m.sent_at, m.expires_at, seq,
+                             m.edited_at)
 
     async def get_message(self, message_id: str, now: float) -> StoredMessage | None:
         """A live (unexpired) message by id."""
@@ -363,7 +452,7 @@ class SqlTx:
         rows = await self.db.fetchall(
             f"SELECT {_MSG_COLS} FROM messages WHERE chat_id = ? AND seq < ? AND seq > ?"
             " AND expires_at > ? ORDER BY seq DESC LIMIT ?",
-            chat_id, before_seq if before_seq is not None else 2 ** 62, after_seq, now, limit)
+            chat_id, before_seq if before_seq is not None else MAX_SEQ, after_seq, now, limit)
         return [_msg(r) for r in reversed(rows)]
 
     # -- quota ---------------------------------------------------------------------------
@@ -384,22 +473,58 @@ class SqlTx:
             user_id, window_start)
 
     # -- reports -------------------------------------------------------------------------
-    async def add_report(self, reported: UserId, reporter: UserId, reason: str | None,
-                         now: float) -> bool:
-        """Record a report; False if this reporter already reported this user."""
-        return bool(await self.db.execute(
-            "INSERT INTO reports (reported_id, reporter_id, reason, created_at)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", reported, reporter, reason, now))
+    async def report_state(self, reported: UserId, reporter: UserId) -> str | None:
+        """The state of this reporter's report of this user (counts/young/banned/used)."""
+        r = await self.db.fetchone(
+            "SELECT state FROM reports WHERE reported_id = ? AND reporter_id = ?",
+            reported, reporter)
+        return None if r is None else str(r[0])
+
+    async def put_report(self, reported: UserId, reporter: UserId, reason: str | None,
+                         now: float, state: str) -> None:
+        """Record a report in a state, replacing this reporter's earlier one."""
+        await self.db.execute(
+            "INSERT INTO reports (reported_id, reporter_id, reason, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (reported_id, reporter_id) DO UPDATE"
+            " SET reason = excluded.reason, created_at = excluded.created_at,"
+            " state = excluded.state", reported, reporter, reason, now, state)
 
     async def count_reports(self, reported: UserId) -> int:
-        """Distinct reporters of a user since their reports were last reset."""
-        r = await self.db.fetchone("SELECT COUNT(*) FROM reports WHERE reported_id = ?",
-                                   reported)
+        """Distinct reporters of a user whose reports count toward the next ban."""
+        r = await self.db.fetchone(
+            "SELECT COUNT(*) FROM reports WHERE reported_id = ? AND state = 'counts'", reported)
         return int(r[0]) if r else 0
 
-    async def clear_reports(self, reported: UserId) -> None:
-        """Reset a user's reports (a ban started)."""
-        await self.db.execute("DELETE FROM reports WHERE reported_id = ?", reported)
+    async def use_reports(self, reported: UserId) -> None:
+        """The counting reports caused a ban: they count no more."""
+        await self.db.execute(
+            "UPDATE reports SET state = 'used' WHERE reported_id = ? AND state = 'counts'",
+            reported)
+
+    # -- blocks --------------------------------------------------------------------------
+    async def block(self, blocker: UserId, blocked: UserId, now: float) -> None:
+        """`blocker` blocks `blocked` (again is a no-op)."""
+        await self.db.execute(
+            "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING", blocker, blocked, now)
+
+    async def unblock(self, blocker: UserId, blocked: UserId) -> None:
+        """Lift a block (none is a no-op)."""
+        await self.db.execute("DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?",
+                              blocker, blocked)
+
+    async def blocks(self, blocker: UserId, blocked: UserId) -> bool:
+        """Whether `blocker` blocks `blocked`."""
+        r = await self.db.fetchone(
+            "SELECT 1 FROM blocks WHERE blocker_id = ? AND blocked_id = ?", blocker, blocked)
+        return r is not None
+
+    async def blocked_names(self, blocker: UserId) -> list[str]:
+        """Usernames a user blocks, in the order they were blocked."""
+        rows = await self.db.fetchall(
+            "SELECT u.username FROM blocks b JOIN users u ON u.user_id = b.blocked_id"
+            " WHERE b.blocker_id = ? ORDER BY b.created_at, u.user_id", blocker)
+        return [r[0] for r in rows]
 
     # -- scheduled -----------------------------------------------------------------------
     async def insert_scheduled(self, s: Scheduled) -> None:
@@ -408,6 +533,17 @@ class SqlTx:
             f"INSERT INTO scheduled ({_SCHED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             s.scheduled_id, s.user_id, s.chat_id, s.to_user, s.text, s.attachments,
             s.comment_to, s.send_at, s.created_at, s.state, s.message_id)
+        # Its files stay while it is pending; the purge finds them here by index.
+        for file_id in set(orjson.loads(s.attachments)):
+            await self.db.execute(
+                "INSERT INTO scheduled_files (scheduled_id, file_id) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING", s.scheduled_id, file_id)
+
+    async def count_pending_scheduled(self, user_id: UserId) -> int:
+        """How many scheduled messages of a user are pending."""
+        r = await self.db.fetchone(
+            "SELECT COUNT(*) FROM scheduled WHERE user_id = ? AND state = 'pending'", user_id)
+        return int(r[0]) if r else 0
 
     async def get_scheduled(self, scheduled_id: str) -> Scheduled | None:
         """A scheduled message by id, whatever its state."""
@@ -437,9 +573,13 @@ class SqlTx:
     async def finish_scheduled(self, scheduled_id: str, state: str,
                                message_id: str | None) -> bool:
         """Move a pending schedule to sent/cancelled; False if it was no longer pending."""
-        return bool(await self.db.execute(
+        changed = bool(await self.db.execute(
             "UPDATE scheduled SET state = ?, message_id = ? WHERE scheduled_id = ?"
             " AND state = 'pending'", state, message_id, scheduled_id))
+        if changed:  # its files are now kept by the message sent, or by nothing
+            await self.db.execute("DELETE FROM scheduled_files WHERE scheduled_id = ?",
+                                  scheduled_id)
+        return changed
 
     # -- files ---------------------------------------------------------------------------
     async def insert_file(self, f: StoredFile) -> None:
@@ -447,6 +587,17 @@ class SqlTx:
         await self.db.execute(
             f"INSERT INTO files ({_FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             f.file_id, f.owner_id, f.name, f.size, f.content_type, f.path, f.created_at)
+
+    async def storage_used(self, owner_id: UserId, min_charge: int) -> int:
+        """Bytes of the files a user holds, each counted as at least `min_charge`."""
+        r = await self.db.fetchone(
+            "SELECT COALESCE(SUM(CASE WHEN size < ? THEN ? ELSE size END), 0) FROM files"
+            " WHERE owner_id = ?", min_charge, min_charge, owner_id)
+        return int(r[0]) if r else 0
+
+    async def lock_user(self, user_id: UserId) -> None:
+        """Serialize this transaction with others that lock the same user (a no-op update)."""
+        await self.db.execute("UPDATE users SET read_seq = read_seq WHERE user_id = ?", user_id)
 
     async def file_ids(self) -> set[str]:
         """Every file id the database knows."""
@@ -479,36 +630,252 @@ class SqlTx:
 
         Returns the disk paths of the deleted files, to be removed after the commit.
         """
-        await self.db.execute("DELETE FROM events WHERE expires_at IS NOT NULL"
-                              " AND expires_at <= ?", now)
-        await self.db.execute(
-            "DELETE FROM message_files WHERE message_id IN"
-            " (SELECT message_id FROM messages WHERE expires_at <= ?)", now)
-        await self.db.execute("DELETE FROM messages WHERE expires_at <= ?", now)
+        paths: list[str] = []
+        while True:
+            chunk, more = await self.purge_chunk(now, unsent_file_before, 1000)
+            paths += chunk
+            if not more:
+                return paths
+
+    async def purge_chunk(self, now: float, unsent_file_before: float,
+                          limit: int) -> tuple[list[str], bool]:
+        """One bounded round of `purge_expired` (at most `limit` rows of each kind, all
+        through indexes); the deleted files' paths, and whether more may be left."""
+        events = await self.db.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE expires_at IS NOT"
+            " NULL AND expires_at <= ? LIMIT ?)", now, limit)
         rows = await self.db.fetchall(
+            "SELECT message_id, seq FROM messages WHERE expires_at <= ? LIMIT ?", now, limit)
+        if rows:
+            ids = [r[0] for r in rows]
+            marks = ", ".join("?" * len(ids))
+            await self.db.execute(f"DELETE FROM message_files WHERE message_id IN ({marks})",
+                                  *ids)
+            if self.db.dialect == "sqlite":  # the search index of the expired messages
+                await self.db.execute(f"DELETE FROM messages_fts WHERE rowid IN ({marks})",
+                                      *[r[1] for r in rows])
+            await self.db.execute(f"DELETE FROM messages WHERE message_id IN ({marks})", *ids)
+        files = await self.db.fetchall(
             "SELECT file_id, path FROM files f WHERE created_at <= ? AND NOT EXISTS"
             " (SELECT 1 FROM message_files mf WHERE mf.file_id = f.file_id) AND NOT EXISTS"
-            " (SELECT 1 FROM scheduled s WHERE s.state = 'pending'"
-            "  AND s.attachments LIKE '%' || f.file_id || '%')", unsent_file_before)
-        for r in rows:
-            await self.db.execute("DELETE FROM files WHERE file_id = ?", r[0])
-        return [r[1] for r in rows]
+            " (SELECT 1 FROM scheduled_files sf WHERE sf.file_id = f.file_id) LIMIT ?",
+            unsent_file_before, limit)
+        if files:
+            marks = ", ".join("?" * len(files))
+            await self.db.execute(f"DELETE FROM files WHERE file_id IN ({marks})",
+                                  *[r[0] for r in files])
+        more = events >= limit or len(rows) >= limit or len(files) >= limit
+        return [r[1] for r in files], more
 
-    # -- login throttling ----------------------------------------------------------------
-    async def add_login_failure(self, key: str, now: float) -> None:
-        """Record a failed login for a username or address key."""
-        await self.db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)", key, now)
-
-    async def login_failures(self, key: str, since: float) -> list[float]:
-        """Times of failed logins for a key since a time, oldest first."""
+    # -- login throttling, registrations, the session cap ----------------------------------
+    async def login_attempts(self, key: str, address: str,
+                             since: float) -> tuple[list[tuple[float, bool]],
+                                                    list[tuple[float, bool]]]:
+        """(time, failed) of password checks since a time, oldest first: those of the
+        (username key, address) pair, and those of the address for any username."""
         rows = await self.db.fetchall(
-            "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at", key, since)
-        return [float(r[0]) for r in rows]
+            "SELECT at, failed, username_key FROM login_attempts WHERE address = ? AND at > ?"
+            " ORDER BY at", address, since)
+        everyone = [(float(r[0]), bool(r[1])) for r in rows]
+        pair = [(float(r[0]), bool(r[1])) for r in rows if r[2] == key]
+        return pair, everyone
 
-    async def clear_login_failures(self, key: str) -> None:
-        """Forget failures for a key (after a correct login)."""
-        await self.db.execute("DELETE FROM login_failures WHERE key = ?", key)
+    async def claim_login_attempt(self, attempt_id: str, key: str, address: str,
+                                  now: float) -> None:
+        """Record a password check that is about to run (it counts until it ends)."""
+        await self.db.execute(
+            "INSERT INTO login_attempts (attempt_id, username_key, address, failed, at)"
+            " VALUES (?, ?, ?, 0, ?)", attempt_id, key, address, now)
 
-    async def prune_login_failures(self, before: float) -> None:
-        """Forget failures older than a time."""
-        await self.db.execute("DELETE FROM login_failures WHERE at < ?", before)
+    async def fail_login_attempt(self, attempt_id: str, key: str, address: str,
+                                 now: float) -> None:
+        """The claimed check found a wrong password: it stays, as a failure at `now`."""
+        changed = await self.db.execute(
+            "UPDATE login_attempts SET failed = 1, at = ? WHERE attempt_id = ?", now, attempt_id)
+        if not changed:  # pruned while the check ran: the failure still counts
+            await self.db.execute(
+                "INSERT INTO login_attempts (attempt_id, username_key, address, failed, at)"
+                " VALUES (?, ?, ?, 1, ?)", attempt_id, key, address, now)
+
+    async def drop_login_attempt(self, attempt_id: str) -> None:
+        """The claimed check succeeded or never ran: it no longer counts."""
+        await self.db.execute("DELETE FROM login_attempts WHERE attempt_id = ?", attempt_id)
+
+    async def clear_login_failures(self, key: str, address: str) -> None:
+        """Forget a pair's failures (after a correct password from that address)."""
+        await self.db.execute(
+            "DELETE FROM login_attempts WHERE username_key = ? AND address = ? AND failed = 1",
+            key, address)
+
+    async def prune_login_attempts(self, before: float) -> None:
+        """Forget password checks older than a time."""
+        await self.db.execute("DELETE FROM login_attempts WHERE at < ?", before)
+
+    async def registrations_used(self, address: str, window_start: float) -> int:
+        """New usernames an address registered in a registration window."""
+        r = await self.db.fetchone(
+            "SELECT used FROM registrations WHERE address = ? AND window_start = ?",
+            address, window_start)
+        return int(r[0]) if r else 0
+
+    async def add_registrations(self, address: str, window_start: float, count: int) -> None:
+        """Count (or, negative, uncount) registrations of an address in a window."""
+        await self.db.execute(
+            "INSERT INTO registrations (address, window_start, used) VALUES (?, ?, ?)"
+            " ON CONFLICT (address, window_start) DO UPDATE"
+            " SET used = registrations.used + excluded.used", address, window_start, count)
+
+    async def prune_registrations(self, before: float) -> None:
+        """Forget registration windows that started before a time."""
+        await self.db.execute("DELETE FROM registrations WHERE window_start < ?", before)
+
+    async def end_sessions_over(self, user_id: UserId, keep: int) -> list[str]:
+        """End a user's least recently used sessions beyond `keep`; their token hashes."""
+        rows = await self.db.fetchall(
+            "SELECT token_hash FROM sessions WHERE user_id = ?"
+            " ORDER BY last_seen DESC, created_at DESC LIMIT 1000 OFFSET ?", user_id, keep)
+        ended = [str(r[0]) for r in rows]
+        for token_hash in ended:
+            await self.delete_session(token_hash)
+        return ended
+
+    # -- messenger essentials: client_msg_id, edits, deletes, search, read positions --------
+    async def find_client_message(self, author_id: UserId, client_msg_id: str,
+                                  now: float) -> StoredMessage | None:
+        """The live message an author sent with this retry key; an expired one (not purged
+        yet) gives its key up, so the key may be used again."""
+        r = await self.db.fetchone(
+            f"SELECT {_MSG_COLS} FROM messages WHERE author_id = ? AND client_msg_id = ?",
+            author_id, client_msg_id)
+        if r is None:
+            return None
+        found = _msg(r)
+        if found.expires_at > now:
+            return found
+        await self.db.execute("UPDATE messages SET client_msg_id = NULL WHERE message_id = ?",
+                              found.message_id)
+        return None
+
+    async def edit_message(self, m: StoredMessage, text: str, edited_at: float) -> StoredMessage:
+        """Replace a message's text (search index included); the message as edited."""
+        words = search_words(text)
+        if self.db.dialect == "postgres":
+            await self.db.execute(
+                "UPDATE messages SET text = ?, edited_at = ?, search_words = ?"
+                " WHERE message_id = ?", text, edited_at, words, m.message_id)
+        else:
+            await self.db.execute("UPDATE messages SET text = ?, edited_at = ?"
+                                  " WHERE message_id = ?", text, edited_at, m.message_id)
+            await self.db.execute("DELETE FROM messages_fts WHERE rowid = ?", m.seq)
+            if words:
+                await self.db.execute("INSERT INTO messages_fts (rowid, words) VALUES (?, ?)",
+                                      m.seq, words)
+        return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, text,
+                             m.attachments, m.comment_to, m.sent_at, m.expires_at, m.seq,
+                             edited_at)
+
+    async def delete_message(self, m: StoredMessage) -> None:
+        """Remove a message: its row, its search entry, its file links (a file sent only
+        here is no longer downloadable by the chat) and its events not yet delivered (the
+        `message` event and any `message_edited`)."""
+        await self.db.execute("DELETE FROM events WHERE message_id = ?", m.message_id)
+        await self.db.execute("DELETE FROM message_files WHERE message_id = ?", m.message_id)
+        await self.db.execute("DELETE FROM messages WHERE message_id = ?", m.message_id)
+        if self.db.dialect == "sqlite":
+            await self.db.execute("DELETE FROM messages_fts WHERE rowid = ?", m.seq)
+
+    async def search_messages(self, user_id: UserId, words: list[str], chat_id: str | None,
+                              before_seq: int | None, limit: int,
+                              now: float) -> list[StoredMessage]:
+        """Live messages containing every word (normalized by `search_words`) in chats the
+        user is a member of, newest first."""
+        before = before_seq if before_seq is not None else MAX_SEQ
+        chat_filter = " AND msg.chat_id = ?" if chat_id is not None else ""
+        chat_args: tuple[object, ...] = (chat_id,) if chat_id is not None else ()
+        cols = msg_cols("msg", _MSG_COLS)
+        member = (" JOIN members mb ON mb.chat_id = msg.chat_id AND mb.user_id = ?"
+                  " AND mb.left_seq IS NULL")
+        if self.db.dialect == "sqlite":
+            return await self._search_fts5(user_id, words, chat_id, before, limit, now)
+        match = ("to_tsvector('simple', COALESCE(msg.search_words, ''))"
+                 " @@ plainto_tsquery('simple', ?)")
+        query = " ".join(words)
+        # Common words: the newest RECENT_SCAN candidates usually hold a page already.
+        recent = (
+            f"SELECT {cols} FROM (SELECT * FROM messages msg WHERE msg.seq < ?"
+            f" AND msg.expires_at > ?{chat_filter} ORDER BY msg.seq DESC LIMIT ?) AS msg"
+            f"{member} WHERE {match} ORDER BY msg.seq DESC LIMIT ?")
+        rows = await self.db.fetchall(recent, before, now, *chat_args, RECENT_SCAN, user_id,
+                                      query, limit)
+        if len(rows) < limit:  # rarer words: the GIN index
+            rows = await self.db.fetchall(
+                f"SELECT {cols} FROM messages msg{member} WHERE {match} AND msg.seq < ?"
+                f" AND msg.expires_at > ?{chat_filter} ORDER BY msg.seq DESC LIMIT ?",
+                user_id, query, before, now, *chat_args, limit)
+        return [_msg(r) for r in rows]
+
+    async def _search_fts5(self, user_id: UserId, words: list[str], chat_id: str | None,
+                           before: int, limit: int, now: float) -> list[StoredMessage]:
+        """SQLite search: FTS5 hands out matches newest first, a chunk at a time; each chunk
+        is filtered (live, the user's chats) and the walk stops once the page is full.
+
+        Between chunks the event loop gets a turn (SQLite reads run on it), so a word with
+        many matches in chats the user is not in costs time, never a stall.
+        """
+        query = fts5_query(words)
+        chat_filter = " AND msg.chat_id = ?" if chat_id is not None else ""
+        chat_args: tuple[object, ...] = (chat_id,) if chat_id is not None else ()
+        found: list[StoredMessage] = []
+        chunk = max(2 * limit, 50)
+        while len(found) < limit:
+            candidates = [int(r[0]) for r in await self.db.fetchall(
+                "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid < ?"
+                " ORDER BY rowid DESC LIMIT ?", query, before, chunk)]
+            if not candidates:
+                break
+            marks = ", ".join("?" * len(candidates))
+            rows = await self.db.fetchall(
+                f"SELECT {msg_cols('msg', _MSG_COLS)} FROM messages msg"
+                " JOIN members mb ON mb.chat_id = msg.chat_id AND mb.user_id = ?"
+                f" AND mb.left_seq IS NULL WHERE msg.seq IN ({marks}) AND msg.expires_at > ?"
+                f"{chat_filter} ORDER BY msg.seq DESC LIMIT ?",
+                user_id, *candidates, now, *chat_args, limit - len(found))
+            found.extend(_msg(r) for r in rows)
+            if len(candidates) < chunk:
+                break
+            before = candidates[-1]
+            chunk = min(chunk * 2, SEARCH_CHUNK_MAX)
+            await asyncio.sleep(0)
+        return found
+
+    async def read_position(self, user_id: UserId, chat_id: str) -> tuple[int, str] | None:
+        """(seq, message_id) a user has read a chat up to with chats.read, if ever."""
+        r = await self.db.fetchone(
+            "SELECT seq, message_id FROM read_positions WHERE user_id = ? AND chat_id = ?",
+            user_id, chat_id)
+        return None if r is None else (int(r[0]), str(r[1]))
+
+    async def read_positions(self, user_id: UserId) -> dict[str, str]:
+        """Per chat, the message id a user has read up to."""
+        rows = await self.db.fetchall(
+            "SELECT chat_id, message_id FROM read_positions WHERE user_id = ?", user_id)
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def set_read_position(self, user_id: UserId, chat_id: str, seq: int,
+                                message_id: str) -> bool:
+        """Move a user's read position in a chat forward (never back); whether it moved."""
+        return bool(await self.db.execute(
+            "INSERT INTO read_positions (user_id, chat_id, seq, message_id) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (user_id, chat_id) DO UPDATE SET seq = excluded.seq,"
+            " message_id = excluded.message_id WHERE read_positions.seq < excluded.seq",
+            user_id, chat_id, seq, message_id))
+
+    async def add_read_event(self, user_id: UserId, body: bytes, expires_at: float) -> int:
+        """A `read` event for one user (all their clients); purged once the message it
+        names expires, so read receipts do not pile up."""
+        r = await self.db.fetchone(
+            "INSERT INTO events (user_id, type, body, expires_at) VALUES (?, 'read', ?, ?)"
+            " RETURNING seq", user_id, body.decode(), expires_at)
+        assert r is not None
+        self.wakeups.users.add(user_id)
+        return int(r[0])

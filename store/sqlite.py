@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 class SqliteDb:
     """The `Db` adapter over one sqlite3 connection (calls are short; run on the loop)."""
 
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
@@ -85,6 +87,7 @@ class SqliteStore(BatchingStore):
         self._rconn: sqlite3.Connection | None = None
         self._cconn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._changes_at_begin = 0
 
     async def open(self) -> None:
         """Open the connections, migrate, start the writer and the checkpointer."""
@@ -105,8 +108,14 @@ class SqliteStore(BatchingStore):
             await asyncio.sleep(self.checkpoint_interval)
             try:
                 await loop.run_in_executor(self._disk, self._checkpoint, "PASSIVE")
-            except sqlite3.Error:
-                log.exception("checkpoint failed")
+            except sqlite3.Error as exc:
+                if not _is_full(exc):
+                    log.exception("checkpoint failed")
+                    continue
+                # The WAL keeps every commit meanwhile; the next pass tries again.
+                self.health.disk_full("database file (checkpoint)", self.path.parent)
+            else:
+                self.health.disk_ok("database file (checkpoint)")
 
     def _checkpoint(self, mode: str) -> None:
         assert self._cconn is not None
@@ -131,11 +140,26 @@ class SqliteStore(BatchingStore):
     async def read(self, fn: TxFn[T]) -> T:
         """Run `fn` on the read connection (sees everything committed)."""
         assert self._rconn is not None, "store not open"
-        return await fn(SqlTx(SqliteDb(self._rconn)))
+        try:
+            return await fn(SqlTx(SqliteDb(self._rconn)))
+        except sqlite3.Error as exc:  # e.g. no room for a temporary sort file
+            raise self._failure(exc) from None
+
+    async def check(self) -> None:
+        """Nothing to probe: the database is a local file (disk state is in `health`)."""
+
+    def _driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error) and _is_full(exc):
+            return self.health.disk_full("database", self.path.parent)
+        return exc
 
     async def _begin(self) -> Db:
         assert self._wconn is not None
         self._wconn.execute("BEGIN IMMEDIATE")
+        self._changes_at_begin = self._wconn.total_changes
         return SqliteDb(self._wconn)
 
     async def _savepoint(self) -> None:
@@ -153,6 +177,12 @@ class SqliteStore(BatchingStore):
 
     async def _commit(self, wakeups: Wakeups) -> None:
         assert self._wconn is not None
+        await self._commit_now()
+        if self._wconn.total_changes != self._changes_at_begin:  # it wrote, so there is room
+            self.health.disk_ok("database")
+
+    async def _commit_now(self) -> None:
+        assert self._wconn is not None
         if self.power_safe:
             # The fsync happens here; keep it off the event loop.
             await asyncio.get_running_loop().run_in_executor(
@@ -164,3 +194,9 @@ class SqliteStore(BatchingStore):
     async def _rollback(self) -> None:
         if self._wconn is not None and self._wconn.in_transaction:
             self._wconn.execute("ROLLBACK")
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: "database or disk is full" (the WAL or the database file could not grow)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "is full" in str(exc)

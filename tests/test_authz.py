@@ -16,6 +16,7 @@ from tests.support import Api, RpcFailure, ServerProcess, running_server, unique
 ROLES = ("owner", "member", "stranger", "banned", "anon", "revoked")
 OK = 0
 BANNED = -403  # 403 with data.reason == "banned"
+BLOCKED = -4030  # 403 with data.reason == "blocked"
 
 
 @dataclass
@@ -46,7 +47,7 @@ def authz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     """One report bans; one server for the whole matrix."""
     with running_server(
             tmp_path_factory.mktemp("authz") / "data", "--ban-threshold", "1",
-            "--rate-limit", "1000") as proc:
+            "--rate-limit", "1000", "--report-min-age", "0") as proc:
         yield proc
 
 
@@ -204,9 +205,115 @@ async def direct_to_owner(w: World, role: str) -> dict[str, Any]:
     return {"to": w.name("owner" if role != "owner" else "member"), "text": "psst"}
 
 
+async def blocked_by_fresh_user(w: World, role: str) -> Api | None:
+    """A new user who blocks the role's user (None for roles without a user)."""
+    user = await w.new_user()
+    w.fresh.append(user.username)
+    if w.name(role):
+        await user.call("users.block", username=w.name(role))
+    return user
+
+
+async def direct_to_blocker(w: World, role: str) -> dict[str, Any]:
+    user = await blocked_by_fresh_user(w, role)
+    assert user is not None
+    return {"to": user.username, "text": "let me in"}
+
+
+async def invite_blocker(w: World, role: str) -> dict[str, Any]:
+    """Invite, as this role, a user who blocks the owner (and this role)."""
+    user = await blocked_by_fresh_user(w, role)
+    assert user is not None
+    await user.call("users.block", username=w.name("owner"))
+    return {"chat_id": w.group, "username": user.username}
+
+
+async def create_with_fresh(w: World, role: str) -> dict[str, Any]:
+    user = await w.new_user()
+    return {"title": "with members", "members": [user.username]}
+
+
+async def fresh_name(w: World, role: str) -> dict[str, Any]:
+    user = await w.new_user()
+    return {"username": user.username}
+
+
 async def history_before(w: World, role: str) -> dict[str, Any]:
     return {"chat_id": w.group, "before": w.group_msg}
 
+
+async def own_message(w: World, role: str) -> dict[str, Any]:
+    """A fresh message of the role's own (the group's for members, else general); the
+    banned member cannot send, so gets one of the owner's group messages."""
+    if role in ("owner", "member"):
+        sent = await w.apis[role].call("messages.send", chat_id=w.group, text="mine")
+    elif role == "stranger":
+        sent = await w.apis[role].call("messages.send", chat_id="general", text="mine")
+    elif role == "banned":
+        sent = await w.apis["owner"].call("messages.send", chat_id=w.group, text="owner's")
+    else:
+        return {"message_id": w.general_msg}
+    w.fresh.append(sent["message"]["message_id"])
+    return {"message_id": sent["message"]["message_id"]}
+
+
+async def own_message_text(w: World, role: str) -> dict[str, Any]:
+    return {**await own_message(w, role), "text": "fixed"}
+
+
+async def members_message(w: World, role: str) -> dict[str, Any]:
+    sent = await w.apis["member"].call("messages.send", chat_id=w.group, text="member's")
+    w.fresh.append(sent["message"]["message_id"])
+    return {"message_id": sent["message"]["message_id"]}
+
+
+async def strangers_general_message(w: World, role: str) -> dict[str, Any]:
+    sent = await w.apis["stranger"].call("messages.send", chat_id="general", text="hi all")
+    w.fresh.append(sent["message"]["message_id"])
+    return {"message_id": sent["message"]["message_id"]}
+
+
+async def gone_iff_ok(w: World, role: str, ok: bool) -> None:
+    if role in ("anon", "revoked"):
+        return
+    found = [m for chat in (w.group, "general") for m in await w.apis["owner"].all_messages(chat)
+             if m["message_id"] == w.fresh[-1]]
+    assert bool(found) == (not ok)
+
+
+async def group_message_text(w: World, role: str) -> dict[str, Any]:
+    return {"message_id": w.group_msg, "text": "in group, edited"}
+
+
+async def fresh_retry_key(w: World, role: str) -> dict[str, Any]:
+    return {"chat_id": "general", "text": "retry", "client_msg_id": unique_name("k")}
+
+
+ESSENTIALS = [
+    Case("send-retry-key", "messages.send", fresh_retry_key, expect(OK, OK, OK, BANNED)),
+    Case("edit-own", "messages.edit", own_message_text, expect(OK, OK, OK, 403)),
+    Case("edit-owners", "messages.edit", group_message_text, expect(OK, 403, 404, 403)),
+    Case("edit-nothing", "messages.edit", fixed(message_id="m_nonexistent", text="x"),
+         expect(404, 404, 404, 404)),
+    Case("delete-own", "messages.delete", own_message, expect(OK, OK, OK, 403), gone_iff_ok),
+    Case("delete-members", "messages.delete", members_message, expect(OK, OK, 404, 403),
+         gone_iff_ok),
+    Case("delete-general", "messages.delete", strangers_general_message,
+         expect(403, 403, OK, 403), gone_iff_ok),
+    Case("delete-nothing", "messages.delete", fixed(message_id="m_nonexistent"),
+         expect(404, 404, 404, 404)),
+    Case("search", "messages.search", fixed(query="group"), expect(OK, OK, OK, OK)),
+    Case("search-group", "messages.search", with_group(query="group"),
+         expect(OK, OK, 403, OK)),
+    Case("search-nowhere", "messages.search", fixed(chat_id="g_nonexistent", query="x"),
+         expect(404, 404, 404, 404)),
+    Case("read-group", "chats.read", with_group(), expect(OK, OK, 403, OK)),
+    Case("read-general", "chats.read", fixed(chat_id="general"), expect(OK, OK, OK, OK)),
+    Case("read-nowhere", "chats.read", fixed(chat_id="g_nonexistent"),
+         expect(404, 404, 404, 404)),
+    Case("read-no-message", "chats.read", with_group(message_id="m_nonexistent"),
+         expect(404, 404, 403, 404)),
+]
 
 CASES = [
     Case("connect", "session.connect", own_credentials, expect(OK, OK, OK, OK, anon=OK)),
@@ -237,6 +344,21 @@ CASES = [
     Case("report-nobody", "users.report", fixed(username="nobody_here"),
          expect(404, 404, 404, 404)),
     Case("create", "chats.create", fixed(title="mine"), expect(OK, OK, OK, OK)),
+    Case("create-members", "chats.create", create_with_fresh, expect(OK, OK, OK, BANNED)),
+    Case("invite-blocker", "chats.invite", invite_blocker, expect(BLOCKED, 403, 403, 403),
+         lambda w, role, ok: invited_iff_ok(w, role, False)),
+    Case("send-direct-blocked", "messages.send", direct_to_blocker,
+         expect(BLOCKED, BLOCKED, BLOCKED, BANNED)),
+    Case("block", "users.block", fresh_name, expect(OK, OK, OK, OK)),
+    Case("block-self", "users.block", self_name, expect(-32602, -32602, -32602, -32602)),
+    Case("block-nobody", "users.block", fixed(username="nobody_here"),
+         expect(404, 404, 404, 404)),
+    Case("unblock", "users.unblock", fresh_name, expect(OK, OK, OK, OK)),
+    Case("unblock-self", "users.unblock", self_name, expect(-32602, -32602, -32602, -32602)),
+    Case("blocked", "users.blocked", fixed(), expect(OK, OK, OK, OK)),
+    Case("poll", "events.poll", fixed(timeout=0), expect(OK, OK, OK, OK)),
+    Case("poll-beyond", "events.poll", fixed(cursor=2 ** 62, timeout=0),
+         expect(-32602, -32602, -32602, -32602)),
     Case("invite", "chats.invite", fresh_user_name, expect(OK, 403, 403, 403), invited_iff_ok),
     Case("invite-general", "chats.invite", fixed(chat_id="general", username="nobody_here"),
          expect(403, 403, 403, 403)),
@@ -254,6 +376,7 @@ CASES = [
          expect(403, 403, 403, 403)),
     Case("leave-nowhere", "chats.leave", fixed(chat_id="g_nonexistent"),
          expect(404, 404, 404, 404)),
+    *ESSENTIALS,
 ]
 
 
@@ -265,6 +388,8 @@ async def _outcome(api: Api, method: str, params: dict[str, Any]) -> int:
         if failure.code == 403 and (failure.data or {}).get("reason") == "banned":
             assert failure.data["until"], failure.data
             return BANNED
+        if failure.code == 403 and (failure.data or {}).get("reason") == "blocked":
+            return BLOCKED
         return failure.code
     return OK
 

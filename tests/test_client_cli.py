@@ -172,8 +172,10 @@ def test_files_upload_and_download_pseudo_methods(cli: Cli, tmp_path: Path) -> N
     dest = tmp_path / "copy.txt"
     saved = cli.ok("call", "files.download", f"file_id={info['file_id']}", f"path={dest}")
     assert saved["size"] == 100000 and dest.read_bytes() == source.read_bytes()
-    missing = cli.fails(1, "call", "files.upload", f"path={tmp_path / 'absent.bin'}")
-    assert "absent.bin" in missing["message"]
+    # A local mistake: exit 2 and a plain line, no JSON error with "code": null.
+    missing = cli.run("call", "files.upload", f"path={tmp_path / 'absent.bin'}")
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "absent.bin: no such file" in missing.stderr and '"code"' not in missing.stderr
     assert cli.run("call", "files.upload").returncode == 2
 
 

@@ -139,7 +139,7 @@ async def test_every_typed_method(make_client: ClientFactory, recorder: Recorder
     assert (await owner.scheduled())["scheduled"] == []
 
     report = await friend.report(joiner_name, "spam")
-    assert report == {"reports": 1, "banned_until": None}
+    assert report == {"reports": 0, "banned_until": None}  # a new account's: recorded, no count
     document = await owner.discover()
     assert "session.connect" in {m["name"] for m in document["methods"]}
 
@@ -190,6 +190,32 @@ async def test_poll_loop_delivers_events_and_saves_cursor(
         await resumed.stop()
     assert [e["message"]["text"] for e in more if e["type"] == "message"] == ["second"]
     assert resumed.task is not None and resumed.task.cancelled()
+
+
+async def test_poll_loop_goes_on_after_a_handler_raises(
+        make_client: ClientFactory, caplog: pytest.LogCaptureFixture) -> None:
+    alice, _ = await logged_in(make_client, "ha")
+    bob, bob_name = await logged_in(make_client, "hb")
+    received: list[str] = []
+
+    def handler(event: Event) -> None:
+        if event["type"] != "message":
+            return
+        text = event["message"]["text"] or ""
+        received.append(text)
+        if text == "boom":
+            raise ValueError("handler bug")
+
+    loop = PollLoop(bob, handler, timeout=5)
+    loop.start()
+    try:
+        await alice.send(to=bob_name, text="boom")
+        await alice.send(to=bob_name, text="after")
+        await wait_for(lambda: "after" in received)
+    finally:
+        await loop.stop()
+    assert received == ["boom", "after"]
+    assert "handler failed" in caplog.text and "ValueError" in caplog.text
 
 
 async def test_events_iterator_resumes_from_the_read_marker(

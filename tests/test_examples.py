@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import pytest
@@ -111,9 +111,18 @@ PLAN: list[Step] = [
     Example("dave", "chats.join", "already a member"),
     Example("carol", "chats.leave", "leave"),
     Example("alice", "session.status", "status"),
+    Example("bob", "messages.send", "retry-safe send"),
+    Example("alice", "messages.edit", "fix a typo"),
+    Example("bob", "messages.search", "find a word"),
+    Example("alice", "messages.delete", "the owner removes a message"),
+    Example("bob", "chats.read", "read a direct chat"),
     Example("alice", "users.report", "first report"),
     Setup("bob", "users.report", {"username": "mallory"}),
     Example("carol", "users.report", "the third report bans"),
+    Example("mallory", "events.poll", "what I have not acknowledged"),
+    Example("alice", "users.block", "block"),
+    Example("alice", "users.blocked", "list"),
+    Example("alice", "users.unblock", "unblock"),
     Example(None, "rpc.discover", "discover"),
     Example("alice", "session.disconnect", "log out"),
 ]
@@ -322,6 +331,12 @@ class Story:
             assert not body["more"]
             events.extend(body["events"])
         return events
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """The story's users report each other minutes after registering: reports count at once."""
+    return server_factory("--report-min-age", "0")
 
 
 async def test_every_example_runs_as_documented(http: aiohttp.ClientSession,

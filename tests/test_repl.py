@@ -103,8 +103,8 @@ def test_repl_session_runs_every_command(server: ServerProcess, tmp_path: Path,
     # The general chat's history, then the unread backlog (without repeating the history).
     short = term.expect(re.escape(f"#general {bob.name}: hello general") + r"  \((\S+)\)")[1]
     assert hello["message_id"].startswith(short)
+    term.see("— 1 new event while you were away —")  # the label comes first
     term.see(f"@{bob.name} {bob.name}: backlog dm")
-    term.see("new events while you were away")
     term.see("#general>")
     assert term.transcript.getvalue().count("hello general") == 1
 
@@ -188,7 +188,13 @@ def test_repl_session_runs_every_command(server: ServerProcess, tmp_path: Path,
     term.line("/chat Team")
     term.see("now in #Team")
     term.line(f"/report {bob.name} spam")
-    term.see(f"reported {bob.name} (1 report so far)")
+    term.see(f"reported {bob.name} (recorded, but not counted")  # a brand-new account
+    term.line(f"/block {bob.name}")
+    term.see(f"blocked {bob.name}: they can no longer message you")
+    term.line("/blocked")
+    term.see(f"you block: {bob.name}")
+    term.line(f"/unblock {bob.name}")
+    term.see(f"unblocked {bob.name}")
     term.line("/leave")
     term.see("you left #Team; now in #general")
 
@@ -218,7 +224,7 @@ def registered_sessions(url: str, name: str) -> list[dict[str, Any]]:
 
 def test_repl_shows_errors_and_reconnects(server_factory: Callable[..., ServerProcess],
                                           terminals: Callable[[str, str], Terminal]) -> None:
-    server = server_factory("--rate-limit", "1", "--ban-threshold", "1")
+    server = server_factory("--rate-limit", "1", "--ban-threshold", "1", "--report-min-age", "0")
     me = unique_name("rc")
     bob = Peer(server.url, "bob")
     term = terminals(server.url, me)

@@ -339,7 +339,8 @@ async def test_scheduled_message_survives_restart(
 async def test_reports_and_bans(server_factory: ServerFactory,
                                 http: aiohttp.ClientSession) -> None:
     """3 distinct reporters ban for 2 s: every send is 403 banned; reports reset; ban lifts."""
-    server = server_factory("--ban-threshold", "3", "--ban-duration", "2")
+    server = server_factory("--ban-threshold", "3", "--ban-duration", "2",
+                            "--report-min-age", "0")
     target, r1, r2, r3, r4 = await connect_users(http, server, 5)
     r1_start = r1.cursor
     assert r1_start is not None
@@ -380,9 +381,10 @@ async def test_reports_and_bans(server_factory: ServerFactory,
     assert (await r1.call("session.status"))["banned_until"] is None
     await r1.call("messages.send", chat_id="general", text="reporters may still talk")
 
-    # The ban reset the reports: a new reporter counts 1 and the ban is unchanged.
+    # A report during the ban is recorded but neither extends the ban nor counts.
     assert await r4.call("users.report", username=target.username) == {
-        "reports": 1, "banned_until": until_text}
+        "reports": 0, "banned_until": until_text}
+    assert (await r4.error("users.report", username=target.username)).code == 409
 
     seen = await events_until(target, lambda e: e["type"] == "scheduled"
                               and e["action"] == "cancelled", timeout=3)
@@ -396,9 +398,11 @@ async def test_reports_and_bans(server_factory: ServerFactory,
     await target.call("messages.send", chat_id="general", text="I am back")
     assert (await target.call("session.status"))["banned_until"] is None
 
-    # Banned again (r4's report still counts), across a restart.
-    assert (await r1.call("users.report", username=target.username))["reports"] == 2
-    again = await r2.call("users.report", username=target.username)
+    # The ban used up the reports behind it: r1 and r2 may report again, and r4's report
+    # from during the ban did not carry over: it takes three new ones. Across a restart.
+    assert (await r1.call("users.report", username=target.username))["reports"] == 1
+    assert (await r2.call("users.report", username=target.username))["reports"] == 2
+    again = await r4.call("users.report", username=target.username)
     assert again["reports"] == 3 and again["banned_until"] is not None
     until = ts(again["banned_until"])
     server.restart()

@@ -9,8 +9,10 @@ from typing import AsyncIterator
 import pytest
 
 from store.base import Store
+import store.sql as store_sql
+from store import sql_messages
 from store.models import GENERAL_CHAT, Chat, ChatId, Scheduled, ScheduledId, StoredMessage
-from store.models import MessageId, User
+from store.models import FileId, MessageId, User
 from store.postgres import PostgresStore
 from store.sql import SqlTx
 from store.sqlite import SqliteStore
@@ -149,14 +151,38 @@ async def test_quota_counts_per_window(store: Store) -> None:
     assert await store.read(lambda tx: tx.quota_used(a.user_id, 100.0)) == 0
 
 
-async def test_reports_count_distinct_reporters(store: Store) -> None:
-    a, b, c = [await make_user(store, n) for n in ("ra", "rb", "rc")]
-    assert await store.write(lambda tx: tx.add_report(a.user_id, b.user_id, None, 1.0))
-    assert not await store.write(lambda tx: tx.add_report(a.user_id, b.user_id, "x", 2.0))
-    assert await store.write(lambda tx: tx.add_report(a.user_id, c.user_id, None, 3.0))
+async def test_reports_count_distinct_reporters_that_count(store: Store) -> None:
+    a, b, c, d = [await make_user(store, n) for n in ("ra", "rb", "rc", "rd")]
+    await store.write(lambda tx: tx.put_report(a.user_id, b.user_id, None, 1.0, "counts"))
+    await store.write(lambda tx: tx.put_report(a.user_id, b.user_id, "x", 2.0, "counts"))
+    await store.write(lambda tx: tx.put_report(a.user_id, c.user_id, None, 3.0, "counts"))
+    await store.write(lambda tx: tx.put_report(a.user_id, d.user_id, None, 3.0, "young"))
+    assert await store.read(lambda tx: tx.report_state(a.user_id, d.user_id)) == "young"
     assert await store.read(lambda tx: tx.count_reports(a.user_id)) == 2
-    await store.write(lambda tx: tx.clear_reports(a.user_id))
+    await store.write(lambda tx: tx.use_reports(a.user_id))
     assert await store.read(lambda tx: tx.count_reports(a.user_id)) == 0
+    assert await store.read(lambda tx: tx.report_state(a.user_id, b.user_id)) == "used"
+    assert await store.read(lambda tx: tx.report_state(a.user_id, d.user_id)) == "young"
+
+
+async def test_blocks_are_one_way(store: Store) -> None:
+    a, b = [await make_user(store, n) for n in ("ba", "bb")]
+    await store.write(lambda tx: tx.block(a.user_id, b.user_id, 1.0))
+    await store.write(lambda tx: tx.block(a.user_id, b.user_id, 2.0))  # again: a no-op
+    assert await store.read(lambda tx: tx.blocks(a.user_id, b.user_id))
+    assert not await store.read(lambda tx: tx.blocks(b.user_id, a.user_id))
+    assert await store.read(lambda tx: tx.blocked_names(a.user_id)) == ["bb"]
+    await store.write(lambda tx: tx.unblock(a.user_id, b.user_id))
+    assert await store.read(lambda tx: tx.blocked_names(a.user_id)) == []
+
+
+async def test_issued_seq_survives_purged_events(store: Store) -> None:
+    a = await make_user(store, "is")
+    seq = await store.write(lambda tx: tx.add_user_event(a.user_id, "ban", b'{"type":"ban"}'))
+    assert await store.read(lambda tx: tx.issued_seq()) == seq
+    await store.write(lambda tx: tx.db.execute("DELETE FROM events"))
+    assert await store.read(lambda tx: tx.last_seq()) == 0
+    assert await store.read(lambda tx: tx.issued_seq()) == seq
 
 
 async def test_scheduled_finishes_exactly_once(store: Store) -> None:
@@ -180,3 +206,167 @@ async def test_notifier_wakes_members_after_commit(store: Store) -> None:
     await asyncio.wait_for(woken, 1)
     store.notifier.discard(a.user_id, waiter)
     assert store.notifier.waiting(a.user_id) == 0
+
+
+# -- messenger essentials: edits, deletes, search, read positions, client_msg_id -----------
+async def test_client_msg_id_finds_the_live_first_message_only(store: Store) -> None:
+    a = await make_user(store, "ka")
+    b = await make_user(store, "kb")
+    first = message(GENERAL_CHAT, a, "once", time.time() + 3600)
+    stored = await store.write(lambda tx: tx.insert_message(first, b"{}", "c1"))
+    found = await store.read(lambda tx: tx.find_client_message(a.user_id, "c1", time.time()))
+    assert found is not None and found.message_id == stored.message_id
+    assert await store.read(lambda tx: tx.find_client_message(b.user_id, "c1", time.time())) \
+        is None
+    # Expired (not purged yet): the key is free again, and a new message may take it.
+    later = time.time() + 7200
+    assert await store.write(lambda tx: tx.find_client_message(a.user_id, "c1", later)) is None
+    again = message(GENERAL_CHAT, a, "twice", time.time() + 3600)
+    await store.write(lambda tx: tx.insert_message(again, b"{}", "c1"))
+    found = await store.read(lambda tx: tx.find_client_message(a.user_id, "c1", time.time()))
+    assert found is not None and found.text == "twice"
+
+
+async def test_edit_keeps_expiry_and_reindexes_search(store: Store) -> None:
+    a = await make_user(store, "ea1")
+    m = await send(store, GENERAL_CHAT, a, "apple")
+    edited = await store.write(lambda tx: tx.edit_message(m, "Banana, cherry!", 123.0))
+    assert edited.edited_at == 123.0 and edited.expires_at == m.expires_at
+    got = await store.read(lambda tx: tx.get_message(m.message_id, time.time()))
+    assert got is not None and got.text == "Banana, cherry!" and got.edited_at == 123.0
+
+    async def find(*words: str) -> list[str]:
+        rows = await store.read(lambda tx: tx.search_messages(
+            a.user_id, list(words), None, None, 10, time.time()))
+        return [r.message_id for r in rows]
+
+    assert await find("banana") == [m.message_id]
+    assert await find("banana", "cherry") == [m.message_id]
+    assert await find("apple") == []
+    assert await find("banan") == []  # whole words only
+
+
+async def test_search_is_members_only_newest_first_paged_and_any_script(store: Store) -> None:
+    a = await make_user(store, "sa1")
+    b = await make_user(store, "sb1")
+    now = time.time()
+    chat = Chat(ChatId("g_search"), "group", "t", a.user_id, now)
+
+    async def setup(tx: SqlTx) -> None:
+        await tx.create_chat(chat)
+        await tx.add_member(chat.chat_id, a.user_id, now)
+    await store.write(setup)
+    secret = await send(store, "g_search", a, "secret")
+    words: dict[str, StoredMessage] = {}
+    for i, text in enumerate(["привет мир", "Привет, друг", "hello"]):
+        m = message(GENERAL_CHAT, a, text, time.time() + 3600)
+        m = StoredMessage(MessageId(f"m_w{i}"), m.chat_id, m.author, m.author_id, m.text,
+                          m.attachments, m.comment_to, m.sent_at, m.expires_at, 0)
+
+        async def insert(tx: SqlTx, m: StoredMessage = m) -> StoredMessage:
+            return await tx.insert_message(m, b"{}")
+        words[text] = await store.write(insert)
+
+    async def find(user: User, query: list[str], chat_id: str | None = None,
+                   before: int | None = None, limit: int = 10) -> list[str]:
+        rows = await store.read(lambda tx: tx.search_messages(
+            user.user_id, query, chat_id, before, limit, time.time()))
+        return [r.text or "" for r in rows]
+
+    assert await find(a, ["привет"]) == ["Привет, друг", "привет мир"]
+    assert await find(a, ["привет"], limit=1) == ["Привет, друг"]
+    assert await find(a, ["привет"], before=words["Привет, друг"].seq) == ["привет мир"]
+    assert await find(a, ["secret"]) == ["secret"]
+    assert await find(a, ["secret"], chat_id=GENERAL_CHAT) == []
+    assert await find(b, ["secret"]) == []  # not a member
+    await store.write(lambda tx: tx.delete_message(secret))
+    assert await find(a, ["secret"]) == []
+    assert await store.read(lambda tx: tx.get_message(secret.message_id, 0)) is None
+
+
+async def test_delete_removes_undelivered_events_and_file_links(store: Store) -> None:
+    a = await make_user(store, "da1")
+    m = await send(store, GENERAL_CHAT, a, "gone")
+    keep = await send(store, GENERAL_CHAT, a, "kept")
+
+    async def attach(tx: SqlTx) -> None:
+        await tx.attach_file(m.message_id, FileId("f_x"), GENERAL_CHAT)
+    await store.write(attach)
+    await store.write(lambda tx: tx.delete_message(m))
+    events = await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, time.time()))
+    assert [e.seq for e in events] == [keep.seq]
+    assert not await store.read(lambda tx: tx.may_read_file("f_x", a.user_id, time.time()))
+
+
+async def test_read_positions_move_forward_and_bound_unread(store: Store) -> None:
+    a = await make_user(store, "ra1")
+    b = await make_user(store, "rb1")
+    sent = [await send(store, GENERAL_CHAT, b, f"u{i}") for i in range(5)]
+    await send(store, GENERAL_CHAT, a, "mine")
+    unread = await store.read(lambda tx: tx.unread_counts(a.user_id, 0, time.time()))
+    assert unread[GENERAL_CHAT] == 5
+    assert await store.write(lambda tx: tx.set_read_position(
+        a.user_id, GENERAL_CHAT, sent[2].seq, sent[2].message_id))
+    assert not await store.write(lambda tx: tx.set_read_position(
+        a.user_id, GENERAL_CHAT, sent[1].seq, sent[1].message_id))
+    assert await store.read(lambda tx: tx.read_position(a.user_id, GENERAL_CHAT)) == (
+        sent[2].seq, sent[2].message_id)
+    assert await store.read(lambda tx: tx.read_positions(a.user_id)) == {
+        GENERAL_CHAT: sent[2].message_id}
+    unread = await store.read(lambda tx: tx.unread_counts(a.user_id, 0, time.time()))
+    assert unread[GENERAL_CHAT] == 2
+    # The stream marker counts too: whichever is further.
+    unread = await store.read(lambda tx: tx.unread_counts(a.user_id, sent[3].seq, time.time()))
+    assert unread[GENERAL_CHAT] == 1
+
+
+async def test_unread_count_is_capped(store: Store) -> None:
+    a = await make_user(store, "ca1")
+    b = await make_user(store, "cb1")
+    cap = 3
+    original = sql_messages.UNREAD_CAP
+    for i in range(cap + 2):
+        await send(store, GENERAL_CHAT, b, f"cap{i}")
+    try:
+        setattr(store_sql, "UNREAD_CAP", cap)  # store.sql's own binding of the constant
+        unread = await store.read(lambda tx: tx.unread_counts(a.user_id, 0, time.time()))
+    finally:
+        setattr(store_sql, "UNREAD_CAP", original)
+    assert unread[GENERAL_CHAT] == cap
+
+
+async def test_search_walks_past_many_matches_the_user_may_not_see(store: Store) -> None:
+    a = await make_user(store, "wa1")
+    b = await make_user(store, "wb1")
+    now = time.time()
+    chat = Chat(ChatId("g_walk"), "group", "t", a.user_id, now)
+
+    async def setup(tx: SqlTx) -> None:
+        await tx.create_chat(chat)
+        await tx.add_member(chat.chat_id, a.user_id, now)
+        # The one b may see is the oldest; 300 newer ones are in a chat b is not in.
+        first = message(GENERAL_CHAT, a, "common visible", now + 3600)
+        await tx.insert_message(first, b"{}")
+        for i in range(300):
+            hidden = message("g_walk", a, f"common hidden {i}", now + 3600)
+            await tx.insert_message(StoredMessage(
+                MessageId(f"m_hidden{i}"), hidden.chat_id, hidden.author, hidden.author_id,
+                hidden.text, "[]", None, now, now + 3600, 0), b"{}")
+    await store.write(setup)
+    rows = await store.read(lambda tx: tx.search_messages(
+        b.user_id, ["common"], None, None, 5, time.time()))
+    assert [r.text for r in rows] == ["common visible"]
+    rows = await store.read(lambda tx: tx.search_messages(
+        a.user_id, ["common"], None, None, 5, time.time()))
+    assert [r.text for r in rows] == [f"common hidden {i}" for i in (299, 298, 297, 296, 295)]
+
+
+async def test_read_events_are_purged_with_their_message(store: Store) -> None:
+    a = await make_user(store, "pe1")
+    now = time.time()
+    await store.write(lambda tx: tx.add_read_event(a.user_id, b'{"type":"read"}', now + 0.2))
+    assert len(await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, now))) == 1
+    await asyncio.sleep(0.3)
+    later = time.time()
+    await store.write(lambda tx: tx.purge_expired(later, later - 3600))
+    assert await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, later)) == []

@@ -1,4 +1,4 @@
-"""Login throttling per username and per address, and what a login flood does to polls."""
+"""Login throttling per (username, address) and per address; a login flood and parked polls."""
 from __future__ import annotations
 
 import asyncio
@@ -98,24 +98,29 @@ async def register(clients: Clients, count: int, host: int) -> list[str]:
     return names
 
 
-async def test_wrong_passwords_for_one_username_throttle_it(throttled: Clients) -> None:
+async def test_wrong_passwords_throttle_the_username_at_that_address(throttled: Clients) -> None:
     [victim, bystander] = await register(throttled, 2, host=10)
-    # One wrong guess from each of three addresses: no address is near its limit...
-    for host in (11, 12, 13):
-        assert code(await throttled.connect(victim, "wrong", host)) == 401
-    # ...but the username is, even for the right password and from a fresh address.
-    wait = retry_after(await throttled.connect(victim, "wrong", 14))
-    retry_after(await throttled.connect(victim, "right", 15))
-    retry_after(await throttled.connect(victim.upper(), "right", 15))  # same user, any case
-    # Other users from the same addresses are unaffected.
+    for _ in range(3):
+        assert code(await throttled.connect(victim, "wrong", 11)) == 401
+    # That (username, address) is throttled, even for the right password, in any case...
+    wait = retry_after(await throttled.connect(victim, "wrong", 11))
+    retry_after(await throttled.connect(victim, "right", 11))
+    retry_after(await throttled.connect(victim.upper(), "right", 11))  # same user, any case
+    # ...but the user from an address that has not been failing is never refused...
+    assert code(await throttled.connect(victim, "right", 15)) == 200
+    # ...nor are other users from the failing address.
     assert code(await throttled.connect(bystander, "right", 11)) == 200
-    # After the window, the right password works and clears the username's failures.
-    await asyncio.sleep(wait + 0.1)
-    assert code(await throttled.connect(victim, "right", 16)) == 200
-    for host in (17, 18):
+    # One wrong guess from each of three more addresses: none of them is near its limit.
+    for host in (12, 13, 14):
         assert code(await throttled.connect(victim, "wrong", host)) == 401
-    assert code(await throttled.connect(victim, "right", 19)) == 200
-    assert code(await throttled.connect(victim, "wrong", 17)) == 401
+    assert code(await throttled.connect(victim, "right", 12)) == 200
+    # After the window, the right password works and clears that pair's failures.
+    await asyncio.sleep(wait + 0.1)
+    assert code(await throttled.connect(victim, "right", 11)) == 200
+    for _ in range(2):
+        assert code(await throttled.connect(victim, "wrong", 11)) == 401
+    assert code(await throttled.connect(victim, "right", 11)) == 200
+    assert code(await throttled.connect(victim, "wrong", 11)) == 401
 
 
 async def test_failures_from_one_address_across_usernames_throttle_it(one_try: Clients) -> None:
@@ -144,10 +149,15 @@ async def test_concurrent_guesses_cannot_exceed_the_limit(throttled: Clients,
                                                           one_try: Clients) -> None:
     """Guesses sent all at once are counted as strictly as guesses sent one by one."""
     [victim] = await register(throttled, 1, host=40)
-    outcomes = await asyncio.gather(*(throttled.connect(victim, f"guess{i}", 41 + i % 5)
+    outcomes = await asyncio.gather(*(throttled.connect(victim, f"guess{i}", 41)
                                       for i in range(15)))
     codes = sorted(code(o) for o in outcomes)
     assert codes == [401] * 3 + [429] * 12, codes
+    # Spread over addresses, each (username, address) pair gets its own three.
+    outcomes = await asyncio.gather(*(throttled.connect(victim, f"guess{i}", 42 + i % 2)
+                                      for i in range(10)))
+    codes = sorted(code(o) for o in outcomes)
+    assert codes == [401] * 6 + [429] * 4, codes
     # Many usernames guessed at once from one address: only the address's 10 are tried.
     names = await register(one_try, 24, host=45)
     outcomes = await asyncio.gather(*(one_try.connect(n, "wrong", 46) for n in names))

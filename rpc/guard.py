@@ -1,0 +1,302 @@
+"""Connection-level limits: caps per server and per address, read deadlines, body memory.
+
+aiohttp's `web.Server` is the protocol factory of the listening socket; `GuardedServer`
+makes each connection's protocol a `GuardedHandler`, which
+- refuses a connection at once (HTTP 503, then closed) past `--max-connections` in all or
+  `--max-connections-per-address` from one peer address;
+- gives each request `--read-timeout` seconds from its first byte until its body is complete
+  (a new connection the same from its opening); an overrun is answered 408 when no request
+  handler is running yet, and the connection is closed.
+Idle keep-alive connections follow the ordinary keep-alive timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.web_request import BaseRequest
+
+from methods.logsafe import RateLimitedLog, clean
+
+log = logging.getLogger(__name__)
+
+
+def _canned(status: str, code: int, message: str) -> bytes:
+    """A complete HTTP response with our JSON error body, closing the connection."""
+    body = b'{"error":{"code":%d,"message":"%s"}}' % (code, message.encode())
+    return (b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % (status.encode(), len(body))) + body
+
+
+REFUSED = _canned("503 Service Unavailable", 503, "too many connections; try again later")
+TIMED_OUT = _canned("408 Request Timeout", 408, "request not received within the read timeout")
+
+
+class ConnectionGuard:
+    """Open connections in all and per peer address; logs one line per change of state."""
+
+    def __init__(self, max_total: int, max_per_address: int, read_timeout: float,
+                 exempt: frozenset[str] = frozenset()) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        # Trusted proxies carry many clients' connections: only the overall cap holds them.
+        self.exempt = exempt
+        self.read_timeout = read_timeout
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+        self.refused_total = 0  # refused while at the overall cap (0: not at it)
+        self.refused_by_address: dict[str, int] = {}  # addresses at their cap, refusals
+        self.timeouts = RateLimitedLog(log, per_second=5)  # timeouts, malformed requests
+        self.accept_failures = 0
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection, or refuse it (False)."""
+        self.accept_recovered()
+        if self.total >= self.max_total:
+            if not self.refused_total:
+                log.warning("%d connections open: refusing new ones", self.total)
+            self.refused_total += 1
+            return False
+        count = self.by_address.get(address, 0)
+        if count >= self.max_per_address and address not in self.exempt:
+            refused = self.refused_by_address.get(address, 0)
+            if not refused:
+                log.warning("%d connections open from %s: refusing more from it", count,
+                            clean(address))
+            self.refused_by_address[address] = refused + 1
+            return False
+        self.total += 1
+        self.by_address[address] = count + 1
+        return True
+
+    def leave(self, address: str) -> None:
+        """A counted connection closed."""
+        self.total -= 1
+        left = self.by_address.get(address, 1) - 1
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            self.by_address.pop(address, None)
+        if self.refused_total and self.total < self.max_total:
+            log.info("accepting connections again (%d refused meanwhile)", self.refused_total)
+            self.refused_total = 0
+        if address in self.refused_by_address and left < self.max_per_address:
+            log.info("accepting connections from %s again (%d refused meanwhile)",
+                     clean(address), self.refused_by_address.pop(address))
+
+    def accept_failed(self, exc: BaseException | None) -> None:
+        """accept() failed for lack of descriptors or memory: one line until it recovers."""
+        if not self.accept_failures:
+            log.error("cannot accept connections: %s (%d open); retrying", exc, self.total)
+        self.accept_failures += 1
+
+    def accept_recovered(self) -> None:
+        """A connection was accepted again after failures."""
+        if self.accept_failures:
+            log.info("accepting connections again after %d failed attempts",
+                     self.accept_failures)
+            self.accept_failures = 0
+
+
+class GuardedHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, with connection caps and a read deadline."""
+
+    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.guard = guard
+        self.address: str | None = None  # set when the connection was admitted
+        self.deadline: asyncio.TimerHandle | None = None
+        self.arriving = False  # a request has started arriving and is not complete yet
+        self.body: StreamReader | None = None  # the newest request's body, until complete
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit or refuse (503 and close, at once); start the first request's deadline."""
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else "unix"
+        if not self.guard.admit(address):
+            self._force_close = True  # data_received ignores whatever the client sends
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(REFUSED)
+            transport.close()
+            return
+        self.address = address
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = self._loop.call_later(self.guard.read_timeout, self._overrun)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; the deadline runs from a request's first byte to its body's end."""
+        if self._force_close or self._close or not data:
+            super().data_received(data)
+            return
+        if not self.arriving:
+            self.arriving = True
+            self._arm()
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed and self._messages:
+            self.body = self._messages[-1][1]
+        if self.body is not None and self.body.is_eof():
+            self.body = None
+            self.arriving = False
+            self._disarm()
+
+    def _overrun(self) -> None:
+        self.deadline = None
+        if self._force_close or self.transport is None:
+            return
+        self.guard.timeouts.warning("timeout", "request from %s not received within %g s",
+                                    clean(self.address), self.guard.read_timeout)
+        if not self._request_in_progress and self.arriving:
+            self.transport.write(TIMED_OUT)  # still in the headers: nobody answered yet
+        self.force_close()
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Malformed requests (the parser's 4xx) get a JSON 400 and one rate-limited line,
+        not a traceback each; 5xx stay aiohttp's (a bug, logged in full)."""
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        reason = str(getattr(exc, "message", None) or message or exc or "").split("\n")[0]
+        self.guard.timeouts.warning("bad request", "malformed request from %s: %s",
+                                    clean(self.address), clean(reason))
+        body = orjson.dumps({"error": {"code": status, "message": f"bad request: {reason}"}})
+        resp = web.Response(status=status, body=body, content_type="application/json")
+        resp.force_close()
+        return resp
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Stop the deadline and uncount the connection."""
+        self._disarm()
+        if self.address is not None:
+            self.guard.leave(self.address)
+            self.address = None
+        super().connection_lost(exc)
+
+
+class GuardedServer(web.Server):
+    """The protocol factory: every connection gets a `GuardedHandler`."""
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def __call__(self) -> GuardedHandler:
+        """A protocol for one new connection."""
+        return GuardedHandler(self, guard=self.guard, loop=self._loop, **self._kwargs)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """`web.AppRunner` whose server is a `GuardedServer`."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
+                             handler_cancellation=plain.handler_cancellation,
+                             loop=asyncio.get_running_loop(), guard=self.guard,
+                             **plain._kwargs)
+
+
+_ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop, guard: ConnectionGuard) -> None:
+    """Out-of-descriptor accept() failures log one line per episode, not a traceback each."""
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS:
+            guard.accept_failed(exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def fit_connections_to_descriptors(max_connections: int, reserve: int = 256) -> int:
+    """Raise the descriptor limit as far as allowed; the connection cap that fits under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + reserve
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitted = max(1, soft - reserve)
+        log.warning("only %d file descriptors: --max-connections lowered from %d to %d",
+                    soft, max_connections, fitted)
+        return fitted
+    return max_connections
+
+
+class BodyBudget:
+    """Bytes of request bodies held in memory at once, for the whole process.
+
+    A request reserves its body's size before reading it and gives it back when answered;
+    past the budget it waits (first fit, so small requests pass big waiters), at most
+    `timeout` seconds.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def acquire(self, size: int, timeout: float) -> bool:
+        """Reserve `size` bytes (at most the capacity); False if not granted in time."""
+        size = min(size, self.capacity)
+        if self.used + size <= self.capacity:
+            self.used += size
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self.release(size)  # granted just as we gave up
+            else:
+                fut.cancel()
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+            if isinstance(exc, asyncio.TimeoutError):
+                return False
+            raise
+
+    def release(self, size: int) -> None:
+        """Give back a reservation; wake waiters that fit now."""
+        self.used -= min(size, self.capacity)
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for size_, fut in self._waiters:
+            if fut.done():
+                continue
+            if self.used + size_ <= self.capacity:
+                self.used += size_
+                fut.set_result(None)
+            else:
+                still.append((size_, fut))
+        self._waiters = still
