@@ -40,6 +40,8 @@ class Limits:
     max_scheduled: int = 100
     report_min_age: float = 3600
     min_password: int = 8
+    # --max-response (an HTTP setting) also bounds what one poll answer carries.
+    max_response: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

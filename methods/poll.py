@@ -18,7 +18,6 @@ from methods.base import Method, Params, Result
 from methods.context import Caller, Request, Services
 from store.base import StoreError
 from store.models import EventRecord
-from store.sql import SqlTx
 
 # From the schema that validates both GET /poll's query and events.poll's params.
 DEFAULT_LIMIT: int = schemas.defs()["$defs"]["poll_limit"]["default"]
@@ -56,18 +55,13 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
         cursor = user.read_seq
     else:
         # A cursor the server never issued would acknowledge events the client never got.
-        issued = await store.read(lambda tx: tx.issued_seq())
+        issued = await store.issued_seq(at_least=cursor)
         if cursor > issued:
             raise errors.invalid_params(
                 f"cursor {cursor} is beyond the newest event ({issued}); nothing was acknowledged",
                 "/cursor")
-        acked = cursor
-
-        async def move_marker(tx: SqlTx) -> None:
-            await tx.set_read_marker(caller.user_id, min(acked, await tx.last_seq()))
-
         # Committed while we read or wait; the answer goes out only once it is durable.
-        ack = asyncio.create_task(store.write(move_marker))
+        ack = asyncio.create_task(store.move_read_marker(caller.user_id, cursor))
     try:
         return await _wait_for_events(services, caller, cursor, timeout, limit, stop)
     finally:
@@ -102,7 +96,8 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
             if events:
                 more = len(events) > limit
                 events = events[:limit]
-                return PollAnswer(events, events[-1].seq, more)
+                fitting = within_budget(events, limits.max_response)
+                return PollAnswer(fitting, fitting[-1].seq, more or len(fitting) < len(events))
             remaining = deadline - loop.time()
             if (remaining <= 0 or waiter.evicted or store.notifier.stopping
                     or (stop is not None and stop.is_set())):
@@ -111,6 +106,25 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
                                else min(remaining, wait_at_most))
     finally:
         store.notifier.discard(caller.user_id, waiter)
+
+
+# Bytes an answer adds around each event ({"seq":N, ... },) and around the list itself.
+EVENT_OVERHEAD = 32
+ANSWER_OVERHEAD = 1024
+
+
+def within_budget(events: list[EventRecord], budget: int) -> list[EventRecord]:
+    """The longest prefix of `events` whose answer fits in `budget` bytes (at least one).
+
+    `--max-response` bounds poll answers like /rpc answers: what does not fit is simply
+    left for the next poll (`more` is true and the cursor stops before it).
+    """
+    used = ANSWER_OVERHEAD
+    for count, event in enumerate(events):
+        used += len(event.body) + EVENT_OVERHEAD
+        if used > budget and count > 0:
+            return events[:count]
+    return events
 
 
 async def poll_params(services: Services, caller: Caller, params: Params,

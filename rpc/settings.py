@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Settings from the command line and the environment."""
     args = build_parser().parse_args(argv)
-    limits = Limits(**{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+    limits = Limits(max_response=args.max_response,
+                    **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
                        for flag, _, _ in _LIMIT_FLAGS})
     if args.store == "postgres" and not args.database_url:
         build_parser().error("--store postgres needs --database-url")

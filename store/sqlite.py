@@ -73,8 +73,18 @@ def migrate(conn: sqlite3.Connection) -> None:
                  (time.time(),))
 
 
+def _size(path: Path) -> int:
+    """A file's size, 0 when it does not exist."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class SqliteStore(BatchingStore):
     """The embedded default store: one file, one process."""
+
+    wal_limit = 64 * 2 ** 20  # bytes of WAL past which the writer truncates it
 
     def __init__(self, path: Path, power_safe: bool = False,
                  checkpoint_interval: float = 1.0) -> None:
@@ -88,6 +98,10 @@ class SqliteStore(BatchingStore):
         self._cconn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._changes_at_begin = 0
+        # Set by the checkpointer when PASSIVE checkpoints cannot keep up (a steady stream
+        # of commits never leaves the WAL fully copied, so it is never restarted and grows
+        # without bound); the writer then truncates it before its next batch.
+        self._truncate_wal = False
 
     async def open(self) -> None:
         """Open the connections, migrate, start the writer and the checkpointer."""
@@ -116,6 +130,29 @@ class SqliteStore(BatchingStore):
                 self.health.disk_full("database file (checkpoint)", self.path.parent)
             else:
                 self.health.disk_ok("database file (checkpoint)")
+                self._truncate_wal = _size(self._wal_path) > self.wal_limit
+
+    @property
+    def _wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    async def _truncate_wal_now(self) -> None:
+        """Copy the whole WAL into the database and empty it, while no batch is running.
+
+        Called by the writer between batches: writes wait (the event loop does not), and
+        reads go on, since the checkpoint runs in the disk thread.
+        """
+        self._truncate_wal = False
+        before = _size(self._wal_path)
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk, self._checkpoint, "TRUNCATE")
+        except sqlite3.Error as exc:
+            log.warning("WAL truncation failed: %s", exc)
+            return
+        log.info("WAL of %d MB copied and truncated in %.0f ms", before // 2 ** 20,
+                 (time.perf_counter() - started) * 1000)
 
     def _checkpoint(self, mode: str) -> None:
         assert self._cconn is not None
@@ -158,6 +195,8 @@ class SqliteStore(BatchingStore):
 
     async def _begin(self) -> Db:
         assert self._wconn is not None
+        if self._truncate_wal:
+            await self._truncate_wal_now()
         self._wconn.execute("BEGIN IMMEDIATE")
         self._changes_at_begin = self._wconn.total_changes
         return SqliteDb(self._wconn)

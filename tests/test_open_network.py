@@ -67,6 +67,30 @@ async def huge_chat(api: Api, messages: int) -> str:
 
 
 # -- --max-response -------------------------------------------------------------------------
+async def test_a_poll_answer_stays_within_the_response_budget(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    budget = 130_000  # five events of 24 KB each fit (a batch of five sends answers), not ten
+    server = server_factory("--max-response", str(budget))
+    api = Api(http, server.url)
+    first = await api.connect(unique_name("pb"))
+    await huge_chat(api, 10)
+    cursor, texts, answers = first["cursor"], 0, 0
+    while True:
+        async with api.http.get(api.url + "/poll", headers=api.headers(), params={
+                "cursor": str(cursor), "timeout": "0", "limit": "1000"}) as r:
+            raw = await r.read()
+        assert r.status == 200 and len(raw) <= budget, len(raw)
+        body = orjson.loads(raw)
+        answers += 1
+        texts += sum(1 for e in body["events"] if e["type"] == "message")
+        cursor = body["cursor"]
+        if not body["more"]:
+            break
+    assert texts == 10 and answers >= 2  # nothing lost, the rest left for the next poll
+    same = await api.call("events.poll", cursor=first["cursor"], timeout=0, limit=1000)
+    assert 0 < len(same["events"]) < 10 and same["more"] is True
+
+
 
 async def test_a_batch_shares_one_response_budget(server_factory: ServerFactory,
                                                   http: aiohttp.ClientSession) -> None:
