@@ -91,7 +91,6 @@ async def test_a_poll_answer_stays_within_the_response_budget(
     assert 0 < len(same["events"]) < 10 and same["more"] is True
 
 
-
 async def test_a_batch_shares_one_response_budget(server_factory: ServerFactory,
                                                   http: aiohttp.ClientSession) -> None:
     budget = 300_000
