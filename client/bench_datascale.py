@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-PASSWORD = "bench password"
+from client.bench_common import PASSWORD
+
 BATCH = 100  # sends per JSON-RPC batch while seeding (the server's default --max-batch)
 REPEAT = 15  # timed calls per request kind and size
 

@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 from client.api import MessengerClient
+from client.bench_common import PASSWORD, rss_kib
 from client.errors import MessengerError
-
-PASSWORD = "bench password"
 
 
 def open_fds(pid: int | None) -> int | None:
@@ -26,19 +25,6 @@ def open_fds(pid: int | None) -> int | None:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-
-
-def _rss_kib(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 async def soak(make_client: Any, pid: int | None, tag: str, target: str, duration: float,
@@ -120,9 +106,9 @@ async def soak(make_client: Any, pid: int | None, tag: str, target: str, duratio
     async def sampler() -> None:
         start = time.monotonic()
         while time.monotonic() < deadline:
-            samples.append((time.monotonic() - start, _rss_kib(pid), open_fds(pid)))
+            samples.append((time.monotonic() - start, rss_kib(pid), open_fds(pid)))
             await asyncio.sleep(sample)
-        samples.append((time.monotonic() - start, _rss_kib(pid), open_fds(pid)))
+        samples.append((time.monotonic() - start, rss_kib(pid), open_fds(pid)))
 
     tasks = [sender(c, i) for i, c in enumerate(writers)]
     tasks += [poller(readers[i % len(readers)]) for i in range(pollers)]

@@ -10,13 +10,12 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .api import MessengerClient, poll_read_timeout
+from .api import MessengerClient
 from .errors import MessengerError, RpcError, ServerUnavailable
 from .models import Event
 from .poll import PollLoop
-from .tokens import TokenStore
-
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+from .tokens import DEFAULT_SERVER, TokenStore, resolve_server
+from .transport import poll_read_timeout
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -38,11 +37,6 @@ client-side pseudo-methods:
 
 class UsageError(Exception):
     """The command line is wrong (exit status 2)."""
-
-
-def resolve_server(flag: str | None) -> str:
-    """`--server`, else `$MESSENGER_SERVER`, else the default local server."""
-    return (flag or os.environ.get("MESSENGER_SERVER") or DEFAULT_SERVER).rstrip("/")
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

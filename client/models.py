@@ -1,4 +1,8 @@
-"""Typed shapes of the server's results and events, as PROTOCOL.md describes them."""
+"""Typed shapes of the server's results and events, as PROTOCOL.md describes them.
+
+They mirror the JSON Schemas in schemas/ (tests/test_client_models.py checks every one:
+property names, required keys and nullability), so a schema change fails a test here.
+"""
 from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict, Union
@@ -24,7 +28,7 @@ class Message(TypedDict):
     comment_to: str | None
     sent_at: str
     expires_at: str
-    edited_at: NotRequired[str | None]  # set once the author edited it
+    edited_at: str | None  # set once the author edited it
 
 
 class Scheduled(TypedDict):
@@ -57,15 +61,15 @@ class Chat(TypedDict):
     chat_id: str
     kind: Literal["general", "direct", "group"]
     title: str | None
+    owner: str | None  # the owner of a group chat; None for general and direct chats
     members: list[str]
-    owner: NotRequired[str | None]
 
 
 class ChatInfo(Chat):
     """One chat in `session.status`, with its unread count."""
 
     unread: int
-    read_up_to: NotRequired[str | None]  # the message chats.read marked read up to
+    read_up_to: str | None  # the message chats.read marked read up to
 
 
 class Quota(TypedDict):

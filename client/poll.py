@@ -6,13 +6,10 @@ import inspect
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import MessengerError, RpcError, ServerUnavailable
-from .models import Event
-
-if TYPE_CHECKING:
-    from .api import MessengerClient
+from .models import Event, PollResult
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +18,13 @@ EventHandler = Callable[[Event], Awaitable[None] | None]
 
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 15.0
+
+
+class Poller(Protocol):
+    """What a PollLoop polls: a `MessengerClient`, or anything with its `poll`."""
+
+    async def poll(self, cursor: int | None = None, timeout: float | None = None,
+                   limit: int | None = None) -> PollResult: ...
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -40,7 +44,7 @@ class PollLoop:
 
     def __init__(
         self,
-        client: MessengerClient,
+        client: Poller,
         handler: EventHandler | None = None,
         *,
         cursor: int | None = None,

@@ -1,4 +1,5 @@
-"""Session tokens kept per (server, user) in `$XDG_CONFIG_HOME/messenger/tokens.json`."""
+"""Where the client connects: the server URL to use, and session tokens kept per
+(server, user) in `$XDG_CONFIG_HOME/messenger/tokens.json`."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def resolve_server(flag: str | None) -> str:
+    """`--server`, else `$MESSENGER_SERVER`, else the default local server."""
+    return (flag or os.environ.get("MESSENGER_SERVER") or DEFAULT_SERVER).rstrip("/")
 
 
 def config_dir() -> Path:
