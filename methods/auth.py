@@ -45,13 +45,10 @@ async def authenticate(services: Services, token: str | None) -> Caller:
             _note_activity(services, hashed)
             return hit
 
-    async def lookup(tx: SqlTx) -> Caller | None:
-        s = await tx.get_session(hashed)
-        return None if s is None else Caller(UserId(s.user_id), s.username, hashed)
-
-    caller = await services.store.read(lookup)
-    if caller is None:
+    s = await services.store.get_session(hashed)  # concurrent lookups share a query
+    if s is None:
         raise errors.unauthorized()
+    caller = Caller(UserId(s.user_id), s.username, hashed)
     if cache is not None:
         cache.put(hashed, caller)
     _note_activity(services, hashed)

@@ -34,8 +34,11 @@ async def run_scheduler(services: Services) -> None:
         # schedules on a shared database are noticed that way).
         delay = 1.0 if nxt is None else min(1.0, max(0.0, nxt - services.now()))
         services.schedule_changed.clear()
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives just after the
+        # event was set, and shutdown then waits for this loop forever.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(services.schedule_changed.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await services.schedule_changed.wait()
 
 
 PURGE_CHUNK = 500  # rows of each kind per purge transaction (a few ms on the event loop)

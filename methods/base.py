@@ -1,41 +1,41 @@
-"""The method interface and the registry that finds every method class."""
+"""The method interfaces: one for methods a session calls, one for methods anyone calls.
+
+Params arrive already validated against the method's schema, typed as the method's own
+TypedDict (named after the method, next to its class).
+"""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from methods.context import Caller, Request, Services
 
-Params = dict[str, Any]
 Result = dict[str, Any]
+P = TypeVar("P")
 
 
 class Method:
-    """One JSON-RPC method: its name, whether it needs a session, and its use case."""
+    """One JSON-RPC method: its name and whether it needs a session (see the two kinds)."""
 
     name: ClassVar[str] = ""
     auth: ClassVar[bool] = True
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+
+class UserMethod(Method, Generic[P]):
+    """A method a session calls: it runs for the authenticated caller."""
+
+    auth: ClassVar[bool] = True
+
+    async def call(self, services: Services, caller: Caller, params: P,
                    request: Request) -> Result:
         """Run the method with already validated params."""
         raise NotImplementedError
 
 
-def discover_methods() -> dict[str, Method]:
-    """Instantiate every `Method` subclass defined in the `methods` package, by name."""
-    import methods
+class PublicMethod(Method, Generic[P]):
+    """A method anyone may call, without a token."""
 
-    for info in pkgutil.iter_modules(methods.__path__):
-        importlib.import_module(f"methods.{info.name}")
-    found: dict[str, Method] = {}
-    stack: list[type[Method]] = list(Method.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if cls.name and cls.__module__.startswith("methods."):
-            if cls.name in found:
-                raise RuntimeError(f"method {cls.name} defined twice")
-            found[cls.name] = cls()
-    return found
+    auth: ClassVar[bool] = False
+
+    async def call(self, services: Services, params: P, request: Request) -> Result:
+        """Run the method with already validated params."""
+        raise NotImplementedError

@@ -4,14 +4,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from typing import Required, TypedDict
 
 from methods import errors
-from methods.base import Method, Params, Result
+from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services
-from methods.messages import check_not_banned, new_id
-from methods.users import check_not_blocked
+from methods.rules import (
+    check_caller_not_banned, check_not_blocked, existing_user, member_chat, new_id, owned_chat,
+    owns,
+)
 from methods.views import chat_view, event_body
-from store.models import GENERAL_CHAT, Chat, ChatId, User, UserId
+from store.models import GENERAL_CHAT, Chat, ChatId, UserId
 from store.sql import SqlTx
 
 log = logging.getLogger(__name__)
@@ -28,33 +31,6 @@ async def member_event(tx: SqlTx, chat_id: ChatId, action: str, username: str) -
                                                         username=username))
 
 
-async def owned_chat(tx: SqlTx, caller: Caller, chat_id: str) -> Chat:
-    """The group chat `chat_id` if the caller owns it; 404 / 403 otherwise."""
-    chat = await tx.get_chat(chat_id)
-    if chat is None or chat.kind != "group":
-        if chat is not None and await tx.is_member(chat_id, caller.user_id):
-            raise errors.forbidden("only group chats have an owner", chat_id=chat_id)
-        raise errors.not_found("chat", chat_id=chat_id)
-    if chat.owner_id != caller.user_id:
-        raise errors.forbidden("only the chat's owner may do this", chat_id=chat_id)
-    return chat
-
-
-async def check_may_add(tx: SqlTx, caller: Caller, now: float) -> None:
-    """A banned user may not add others to chats (403 `banned`), as they may not write."""
-    me = await tx.get_user(caller.user_id)
-    assert me is not None
-    check_not_banned(me, now)
-
-
-async def existing_user(tx: SqlTx, username: str) -> User:
-    """A user by name, or 404."""
-    user = await tx.find_user(username)
-    if user is None:
-        raise errors.not_found("user", username=username)
-    return user
-
-
 async def chat_result(tx: SqlTx, chat: Chat, viewer: str) -> Result:
     """`{"chat": ...}` as the viewer sees it."""
     members = await tx.member_names(chat.chat_id)
@@ -65,14 +41,20 @@ async def chat_result(tx: SqlTx, chat: Chat, viewer: str) -> Result:
     return {"chat": chat_view(chat, members, owner, viewer)}
 
 
-class Create(Method):
+class CreateParams(TypedDict, total=False):
+    """chats.create's params."""
+
+    title: Required[str]
+    members: list[str]
+
+
+class Create(UserMethod[CreateParams]):
     """Create a private group chat owned by the caller, inviting members at once."""
 
     name = "chats.create"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: CreateParams,
                    request: Request) -> Result:
-        assert caller is not None
         title: str = params["title"].strip()
         if not title:
             raise errors.invalid_params("title must not be blank", "/title")
@@ -82,7 +64,7 @@ class Create(Method):
         async def create(tx: SqlTx) -> Result:
             users = [await existing_user(tx, name) for name in invited]
             if users:
-                await check_may_add(tx, caller, now)
+                await check_caller_not_banned(tx, caller, now)  # nor add others
             chat = Chat(ChatId(new_id("g")), "group", title, caller.user_id, now)
             await tx.create_chat(chat)
             await tx.add_member(chat.chat_id, caller.user_id, now)
@@ -103,14 +85,20 @@ class Create(Method):
         return result
 
 
-class Invite(Method):
+class InviteParams(TypedDict):
+    """chats.invite's params."""
+
+    chat_id: str
+    username: str
+
+
+class Invite(UserMethod[InviteParams]):
     """The owner adds a user to the chat."""
 
     name = "chats.invite"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: InviteParams,
                    request: Request) -> Result:
-        assert caller is not None
         now = services.now()
 
         async def invite(tx: SqlTx) -> None:
@@ -118,7 +106,7 @@ class Invite(Method):
             user = await existing_user(tx, params["username"])
             if await tx.is_member(chat.chat_id, user.user_id):
                 return
-            await check_may_add(tx, caller, now)
+            await check_caller_not_banned(tx, caller, now)  # nor add others
             await check_not_blocked(tx, user, caller.user_id)
             await tx.add_member(chat.chat_id, user.user_id, now)
             await member_event(tx, chat.chat_id, "added", user.username)
@@ -131,14 +119,19 @@ class Invite(Method):
         return {}
 
 
-class Link(Method):
+class LinkParams(TypedDict):
+    """chats.link's params."""
+
+    chat_id: str
+
+
+class Link(UserMethod[LinkParams]):
     """The owner makes a fresh join link; the previous one stops working."""
 
     name = "chats.link"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: LinkParams,
                    request: Request) -> Result:
-        assert caller is not None
         link = secrets.token_urlsafe(24)  # 192 bits
 
         async def relink(tx: SqlTx) -> None:
@@ -150,14 +143,19 @@ class Link(Method):
         return {"link": link}
 
 
-class Join(Method):
+class JoinParams(TypedDict):
+    """chats.join's params."""
+
+    link: str
+
+
+class Join(UserMethod[JoinParams]):
     """Ask to join the chat of a link; the owner decides."""
 
     name = "chats.join"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: JoinParams,
                    request: Request) -> Result:
-        assert caller is not None
         now = services.now()
 
         async def join(tx: SqlTx) -> Result:
@@ -176,14 +174,20 @@ class Join(Method):
         return result
 
 
-class _Decide(Method):
+class DecideParams(TypedDict):
+    """chats.approve's and chats.decline's params."""
+
+    chat_id: str
+    username: str
+
+
+class _Decide(UserMethod[DecideParams]):
     """Shared body of approve/decline: the owner answers a pending request."""
 
     approve = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: DecideParams,
                    request: Request) -> Result:
-        assert caller is not None
         now = services.now()
 
         async def decide(tx: SqlTx) -> None:
@@ -219,27 +223,28 @@ class Decline(_Decide):
     approve = False
 
 
-class Leave(Method):
+class LeaveParams(TypedDict):
+    """chats.leave's params."""
+
+    chat_id: str
+
+
+class Leave(UserMethod[LeaveParams]):
     """Leave a chat; an owner who leaves hands the chat to the longest-standing member."""
 
     name = "chats.leave"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: LeaveParams,
                    request: Request) -> Result:
-        assert caller is not None
         chat_id: str = params["chat_id"]
 
         async def leave(tx: SqlTx) -> None:
             if chat_id == GENERAL_CHAT:
                 raise errors.forbidden("the general chat cannot be left", chat_id=chat_id)
-            chat = await tx.get_chat(chat_id)
-            if chat is None:
-                raise errors.not_found("chat", chat_id=chat_id)
-            if not await tx.is_member(chat_id, caller.user_id):
-                raise errors.forbidden("not a member of this chat", chat_id=chat_id)
+            chat = await member_chat(tx, caller.user_id, chat_id)
             await member_event(tx, chat.chat_id, "left", caller.username)
             await tx.remove_member(chat.chat_id, caller.user_id)
-            if chat.owner_id == caller.user_id:
+            if owns(chat, caller.user_id):
                 rest = await tx.member_ids(chat.chat_id)
                 heir: UserId | None = rest[0] if rest else None
                 await tx.set_chat_owner(chat.chat_id, heir)
@@ -257,3 +262,6 @@ class Leave(Method):
         await services.store.write(leave)
         log.info("%s left %s", caller.username, chat_id)
         return {}
+
+
+METHODS = (Create, Invite, Link, Join, Approve, Decline, Leave)

@@ -141,6 +141,7 @@ class Services:
     session_touches: dict[str, float] = field(default_factory=dict)
     session_cache: SessionCache | None = None
     logins_in_flight: LoginsInFlight = field(default_factory=LoginsInFlight)
+    files_in_database: bool = False  # --file-store database: uploads live in the database
 
     def now(self) -> float:
         """The current time (injectable for tests)."""

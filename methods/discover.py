@@ -1,10 +1,10 @@
 """rpc.discover: the OpenRPC document built from schemas/ at start-up."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
-from methods.base import Method, Params, Result
-from methods.context import Caller, Request, Services
+from methods.base import PublicMethod, Result
+from methods.context import Request, Services
 
 
 def document_for(openrpc: dict[str, Any], rpc_url: str | None) -> dict[str, Any]:
@@ -14,12 +14,18 @@ def document_for(openrpc: dict[str, Any], rpc_url: str | None) -> dict[str, Any]
     return {**openrpc, "servers": [{**openrpc["servers"][0], "url": rpc_url}]}
 
 
-class Discover(Method):
+class DiscoverParams(TypedDict):
+    """rpc.discover's params (none)."""
+
+
+class Discover(PublicMethod[DiscoverParams]):
     """The OpenRPC description of this API (same as GET /openrpc.json)."""
 
     name = "rpc.discover"
-    auth = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, params: DiscoverParams,
                    request: Request) -> Result:
         return document_for(services.openrpc, request.rpc_url)
+
+
+METHODS = (Discover,)

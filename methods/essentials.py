@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Required, TypedDict
 
 from methods import errors
-from methods.base import Method, Params, Result
+from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services
-from methods.messages import check_not_banned
+from methods.rules import (
+    check_caller_not_banned, member_chat, message_in_chat, owns, readable_message,
+)
 from methods.views import event_body, message_view
 from store.models import Chat, StoredMessage
 from store.sql import SqlTx
@@ -21,38 +24,31 @@ async def visible_message(tx: SqlTx, caller: Caller, message_id: str,
                           now: float) -> tuple[StoredMessage, Chat]:
     """A live message of a chat the caller is a member of, and its chat; 404 otherwise (a
     message of someone else's chat is not revealed to exist)."""
-    message = await tx.get_message(message_id, now)
-    if message is None or not await tx.is_member(message.chat_id, caller.user_id):
-        raise errors.not_found("message", message_id=message_id)
+    message = await readable_message(tx, caller.user_id, message_id, now)
     chat = await tx.get_chat(message.chat_id)
     assert chat is not None
     return message, chat
 
 
-async def member_chat(tx: SqlTx, caller: Caller, chat_id: str) -> Chat:
-    """A chat the caller is a member of; 404 / 403 otherwise."""
-    chat = await tx.get_chat(chat_id)
-    if chat is None:
-        raise errors.not_found("chat", chat_id=chat_id)
-    if not await tx.is_member(chat_id, caller.user_id):
-        raise errors.forbidden("not a member of this chat", chat_id=chat_id)
-    return chat
-
-
 def may_delete(caller: Caller, message: StoredMessage, chat: Chat) -> bool:
     """The author may take a message back; the owner of a group chat may remove any."""
-    return message.author_id == caller.user_id or (
-        chat.kind == "group" and chat.owner_id == caller.user_id)
+    return message.author_id == caller.user_id or owns(chat, caller.user_id)
 
 
-class Edit(Method):
+class EditParams(TypedDict):
+    """messages.edit's params."""
+
+    message_id: str
+    text: str
+
+
+class Edit(UserMethod[EditParams]):
     """The author replaces a live message's text; members get `message_edited`."""
 
     name = "messages.edit"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: EditParams,
                    request: Request) -> Result:
-        assert caller is not None
         message_id: str = params["message_id"]
         text: str = params["text"]
         if len(text) > services.limits.max_text:
@@ -65,9 +61,7 @@ class Edit(Method):
             if message.author_id != caller.user_id:
                 raise errors.forbidden("only the author may edit a message",
                                        message_id=message_id)
-            author = await tx.get_user(caller.user_id)
-            assert author is not None
-            check_not_banned(author, now)
+            await check_caller_not_banned(tx, caller, now)
             edited = await tx.edit_message(message, text, now)
             view = message_view(edited)
             await tx.add_chat_event(edited.chat_id, "message_edited",
@@ -80,14 +74,19 @@ class Edit(Method):
         return result
 
 
-class Delete(Method):
+class DeleteParams(TypedDict):
+    """messages.delete's params."""
+
+    message_id: str
+
+
+class Delete(UserMethod[DeleteParams]):
     """The author (or a group chat's owner) removes a message; members get `message_deleted`."""
 
     name = "messages.delete"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: DeleteParams,
                    request: Request) -> Result:
-        assert caller is not None
         message_id: str = params["message_id"]
         now = services.now()
 
@@ -107,14 +106,22 @@ class Delete(Method):
         return {}
 
 
-class Search(Method):
+class SearchParams(TypedDict, total=False):
+    """messages.search's params."""
+
+    query: Required[str]
+    chat_id: str
+    before: str
+    limit: int
+
+
+class Search(UserMethod[SearchParams]):
     """Live messages with every word of the query, in the caller's chats, newest first."""
 
     name = "messages.search"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: SearchParams,
                    request: Request) -> Result:
-        assert caller is not None
         words = list(dict.fromkeys(search_words(params["query"]).split()))
         if not words:
             raise errors.invalid_params("the query has no words", "/query")
@@ -127,12 +134,11 @@ class Search(Method):
 
         async def search(tx: SqlTx) -> Result:
             if chat_id is not None:
-                await member_chat(tx, caller, chat_id)
+                await member_chat(tx, caller.user_id, chat_id)
             before_seq = None
             if before is not None:
-                anchor = await tx.get_message(before, now)
-                if anchor is None or (chat_id is not None and anchor.chat_id != chat_id) or \
-                        not await tx.is_member(anchor.chat_id, caller.user_id):
+                anchor = await readable_message(tx, caller.user_id, before, now)
+                if chat_id is not None and anchor.chat_id != chat_id:
                     raise errors.not_found("message", message_id=before)
                 before_seq = anchor.seq
             rows = await tx.search_messages(caller.user_id, words, chat_id, before_seq,
@@ -143,24 +149,28 @@ class Search(Method):
         return await services.store.read(search)
 
 
-class Read(Method):
+class ReadParams(TypedDict, total=False):
+    """chats.read's params."""
+
+    chat_id: Required[str]
+    message_id: str
+
+
+class Read(UserMethod[ReadParams]):
     """The caller has read a chat up to a message (default: the newest); only ever forward."""
 
     name = "chats.read"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: ReadParams,
                    request: Request) -> Result:
-        assert caller is not None
         chat_id: str = params["chat_id"]
         message_id: str | None = params.get("message_id")
         now = services.now()
 
         async def read(tx: SqlTx) -> bool:
-            chat = await member_chat(tx, caller, chat_id)
+            chat = await member_chat(tx, caller.user_id, chat_id)
             if message_id is not None:
-                target = await tx.get_message(message_id, now)
-                if target is None or target.chat_id != chat_id:
-                    raise errors.not_found("message in this chat", message_id=message_id)
+                target = await message_in_chat(tx, message_id, chat_id, now)
             else:
                 newest = await tx.history(chat_id, None, 1, now)
                 if not newest:
@@ -181,3 +191,6 @@ class Read(Method):
         moved = await services.store.write(read)
         log.debug("%s read %s (moved: %s)", caller.username, chat_id, moved)
         return {}
+
+
+METHODS = (Edit, Delete, Search, Read)

@@ -1,17 +1,19 @@
 """Uploaded files: naming, registering an upload, and who may download."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import unicodedata
+from functools import partial
 from pathlib import Path
 
 from methods import errors
 from methods.context import Caller, Services
 from methods.logsafe import clean
-from methods.messages import new_id
+from methods.rules import new_id
 from store.models import FileId, StoredFile
-from store.sql import SqlTx
+from store.sql import FILE_IN_DATABASE, SqlTx
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,13 @@ def file_path(services: Services, file_id: FileId) -> Path:
 
 async def register_upload(services: Services, caller: Caller, file_id: FileId, name: str,
                           size: int, content_type: str) -> StoredFile:
-    """Record a completely received upload."""
+    """Record a completely received upload (with --file-store database, its bytes move
+    from the file under files/ into the database first)."""
+    in_db = services.files_in_database
     stored = StoredFile(file_id, caller.user_id, sanitize_name(name), size,
                         content_type or "application/octet-stream",
-                        str(file_path(services, file_id)), services.now())
+                        FILE_IN_DATABASE if in_db else str(file_path(services, file_id)),
+                        services.now())
 
     async def record(tx: SqlTx) -> None:
         await tx.lock_user(caller.user_id)  # concurrent uploads of one user, one at a time
@@ -51,9 +56,42 @@ async def register_upload(services: Services, caller: Caller, file_id: FileId, n
             raise over_storage(services)
         await tx.insert_file(stored)
 
-    await services.store.write(record)
+    if not in_db:
+        await services.store.write(record)
+    else:
+        await copy_into_database(services, file_id)
+        try:
+            await services.store.write(record)
+        except Exception:
+            with contextlib.suppress(Exception):  # else the purge removes them later
+                await services.store.write_aside(lambda tx: tx.delete_file_chunks(file_id))
+            raise
+        file_path(services, file_id).unlink(missing_ok=True)
     log.info("%s uploaded %s (%d bytes)", clean(caller.username), file_id, size)
     return stored
+
+
+FILE_CHUNK = 256 * 1024  # bytes per row of a file kept in the database
+
+
+async def _put_chunk(file_id: FileId, n: int, data: bytes, now: float, tx: SqlTx) -> None:
+    await tx.put_file_chunk(file_id, n, data, now)
+
+
+async def copy_into_database(services: Services, file_id: FileId) -> None:
+    """Store a received file's bytes in the database, a chunk at a time (memory stays
+    bounded whatever the file's size); an empty file gets one empty chunk."""
+    now = services.now()
+    with open(file_path(services, file_id), "rb") as source:
+        n = 0
+        while True:
+            data = source.read(FILE_CHUNK)
+            if not data and n:
+                return
+            await services.store.write_aside(partial(_put_chunk, file_id, n, data, now))
+            n += 1
+            if not data:
+                return
 
 
 MIN_CHARGE = 4096  # a file takes at least a disk block, so tiny files are not free

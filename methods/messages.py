@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import logging
-import math
-import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import orjson
 
 from methods import errors
-from methods.base import Method, Params, Result
-from methods.context import Caller, Request, Services, parse_rfc3339, rfc3339
-from methods.session import quota_window
-from methods.users import check_direct_allowed
+from methods.base import Result, UserMethod
+from methods.context import Caller, Request, Services, parse_rfc3339
+from methods.rules import (
+    check_direct_allowed, check_not_banned, check_quota, existing_user, member_chat,
+    message_in_chat, new_id, rejoin,
+)
 from methods.views import event_body, message_view, scheduled_view
 from store.models import (
     GENERAL_CHAT, Chat, ChatId, MessageId, Scheduled, ScheduledId, StoredMessage, User, UserId,
@@ -36,32 +36,6 @@ class Draft:
     client_msg_id: str | None = None  # the sender's retry key (messages.send)
 
 
-def new_id(prefix: str) -> str:
-    """An opaque, unguessable id."""
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
-
-
-def check_not_banned(user: User, now: float) -> None:
-    """403 with reason `banned` while the user is banned."""
-    if user.banned_until is not None and user.banned_until > now:
-        raise errors.forbidden("you are banned from sending", reason="banned",
-                               until=rfc3339(user.banned_until))
-
-
-async def check_quota(tx: SqlTx, services: Services, user_id: UserId, now: float,
-                      consume: bool) -> None:
-    """429 with retry_after when the general-chat window is used up; else count one."""
-    window = quota_window(services, now)
-    used = await tx.quota_used(user_id, window)
-    if used >= services.limits.rate_limit:
-        retry = max(1, math.ceil(window + services.limits.rate_period - now))
-        raise errors.too_many(
-            f"general chat limit of {services.limits.rate_limit} messages reached", retry,
-            limit=services.limits.rate_limit)
-    if consume:
-        await tx.quota_add(user_id, window)
-
-
 def direct_key(a: UserId, b: UserId) -> str:
     """The one direct chat of a pair, whichever of them writes first."""
     lo, hi = sorted((int(a), int(b)))
@@ -72,25 +46,16 @@ async def resolve_target(tx: SqlTx, author: User, draft: Draft, now: float,
                          create: bool) -> tuple[Chat | None, User | None]:
     """The chat a draft goes to (creating a direct chat when `create`), or the recipient."""
     if draft.to is not None:
-        peer = await tx.find_user(draft.to)
-        if peer is None:
-            raise errors.not_found("user", username=draft.to)
+        peer = await existing_user(tx, draft.to)
         chat = await tx.find_direct_chat(direct_key(author.user_id, peer.user_id))
         if chat is None and create:
             chat = Chat(ChatId(new_id("d")), "direct", None, None, now)
             await tx.create_chat(chat, direct_key(author.user_id, peer.user_id))
         if chat is not None and create:
-            for uid in {author.user_id, peer.user_id}:
-                if not await tx.is_member(chat.chat_id, uid):
-                    await tx.add_member(chat.chat_id, uid, now)
+            await rejoin(tx, chat.chat_id, {author.user_id, peer.user_id}, now)
         return chat, peer
     assert draft.chat_id is not None
-    chat = await tx.get_chat(draft.chat_id)
-    if chat is None:
-        raise errors.not_found("chat", chat_id=draft.chat_id)
-    if not await tx.is_member(chat.chat_id, author.user_id):
-        raise errors.forbidden("not a member of this chat", chat_id=chat.chat_id)
-    return chat, None
+    return await member_chat(tx, author.user_id, draft.chat_id), None
 
 
 async def check_draft(tx: SqlTx, services: Services, author: User, draft: Draft,
@@ -101,9 +66,7 @@ async def check_draft(tx: SqlTx, services: Services, author: User, draft: Draft,
                                max_text=services.limits.max_text)
     if draft.comment_to is not None:
         # chat_id None is a direct chat that does not exist yet: nothing in it to comment on.
-        target = await tx.get_message(draft.comment_to, now)
-        if target is None or target.chat_id != chat_id:
-            raise errors.not_found("message in this chat", message_id=draft.comment_to)
+        await message_in_chat(tx, draft.comment_to, chat_id, now)
     attachments: list[dict[str, object]] = []
     for file_id in draft.attachments:
         f = await tx.get_file(file_id)
@@ -120,6 +83,7 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
 
     Returns the stored message and its wire form (built once, for the event and the reply).
     """
+    await tx.prefetch_send(draft.author_id, draft.chat_id, draft.client_msg_id)  # 1 round trip
     author = await tx.get_user(draft.author_id)
     assert author is not None
     if draft.client_msg_id is not None:
@@ -138,9 +102,7 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
         chat, _ = await resolve_target(tx, author, draft, now, create=True)
         assert chat is not None
     elif chat.kind == "direct":
-        for uid in await tx.direct_pair(chat.chat_id):
-            if not await tx.is_member(chat.chat_id, uid):
-                await tx.add_member(chat.chat_id, uid, now)
+        await rejoin(tx, chat.chat_id, await tx.direct_pair(chat.chat_id), now)
     if chat.chat_id == GENERAL_CHAT:
         await check_quota(tx, services, author.user_id, now, consume=True)
     expires = now + services.limits.message_ttl
@@ -156,21 +118,32 @@ async def deliver(tx: SqlTx, services: Services, draft: Draft,
     return stored, view
 
 
-def draft_from(caller: Caller, params: Params) -> Draft:
+def draft_from(caller: Caller, params: SendParams) -> Draft:
     """A draft from validated `messages.send` params."""
     return Draft(caller.user_id, params.get("chat_id"), params.get("to"), params.get("text"),
                  tuple(params.get("attachments", ())), params.get("comment_to"),
                  params.get("client_msg_id"))
 
 
-class Send(Method):
+class SendParams(TypedDict, total=False):
+    """messages.send's params."""
+
+    chat_id: str
+    to: str
+    text: str
+    attachments: list[str]
+    comment_to: str
+    send_at: str
+    client_msg_id: str
+
+
+class Send(UserMethod[SendParams]):
     """Send to a chat or a user now, or schedule it with `send_at`."""
 
     name = "messages.send"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: SendParams,
                    request: Request) -> Result:
-        assert caller is not None
         draft = draft_from(caller, params)
         if not draft.text and not draft.attachments:
             raise errors.invalid_params("a message needs text or attachments", "")
@@ -189,7 +162,8 @@ class Send(Method):
         async def send(tx: SqlTx) -> tuple[StoredMessage, dict[str, Any]]:
             return await deliver(tx, services, draft, now)
 
-        stored, view = await services.store.write(send)
+        stored, view = await services.store.write(
+            send, prefetch=(draft.author_id, draft.chat_id, draft.client_msg_id))
         log.debug("%s sent %s to %s", caller.username, stored.message_id, stored.chat_id)
         return {"message": view}
 
@@ -234,31 +208,31 @@ async def schedule(services: Services, draft: Draft, send_at: float,
     return scheduled_view(entry)
 
 
-class History(Method):
+class HistoryParams(TypedDict, total=False):
+    """messages.history's params."""
+
+    chat_id: Required[str]
+    before: str
+    limit: int
+
+
+class History(UserMethod[HistoryParams]):
     """A page of a chat's live messages, oldest first; `before` pages further back."""
 
     name = "messages.history"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: HistoryParams,
                    request: Request) -> Result:
-        assert caller is not None
         chat_id: str = params["chat_id"]
         limit = int(params.get("limit", 50))  # JSON Schema counts 2.0 as an integer
         before: str | None = params.get("before")
         now = services.now()
 
         async def page(tx: SqlTx) -> Result:
-            chat = await tx.get_chat(chat_id)
-            if chat is None:
-                raise errors.not_found("chat", chat_id=chat_id)
-            if not await tx.is_member(chat_id, caller.user_id):
-                raise errors.forbidden("not a member of this chat", chat_id=chat_id)
+            await member_chat(tx, caller.user_id, chat_id)
             before_seq = None
             if before is not None:
-                anchor = await tx.get_message(before, now)
-                if anchor is None or anchor.chat_id != chat_id:
-                    raise errors.not_found("message in this chat", message_id=before)
-                before_seq = anchor.seq
+                before_seq = (await message_in_chat(tx, before, chat_id, now)).seq
             rows = await tx.history(chat_id, before_seq, limit + 1, now)
             more = len(rows) > limit
             rows = rows[-limit:]
@@ -267,26 +241,34 @@ class History(Method):
         return await services.store.read(page)
 
 
-class ScheduledList(Method):
+class ScheduledParams(TypedDict):
+    """messages.scheduled's params (none)."""
+
+
+class ScheduledList(UserMethod[ScheduledParams]):
     """The caller's pending scheduled messages, soonest first."""
 
     name = "messages.scheduled"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: ScheduledParams,
                    request: Request) -> Result:
-        assert caller is not None
         rows = await services.store.read(lambda tx: tx.pending_scheduled(caller.user_id))
         return {"scheduled": [scheduled_view(s) for s in rows]}
 
 
-class Cancel(Method):
+class CancelParams(TypedDict):
+    """messages.cancel's params."""
+
+    scheduled_id: str
+
+
+class Cancel(UserMethod[CancelParams]):
     """Cancel a pending scheduled message of the caller's."""
 
     name = "messages.cancel"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: CancelParams,
                    request: Request) -> Result:
-        assert caller is not None
         scheduled_id: str = params["scheduled_id"]
 
         async def cancel(tx: SqlTx) -> None:
@@ -337,3 +319,6 @@ async def fire_due(services: Services, limit: int = 100) -> int:
 
         await services.store.write(fire)
     return len(due)
+
+
+METHODS = (Send, History, ScheduledList, Cancel)

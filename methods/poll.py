@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
 import schemas
 from methods import errors
-from methods.base import Method, Params, Result
+from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services
 from store.base import StoreError
 from store.models import EventRecord
@@ -127,7 +127,15 @@ def within_budget(events: list[EventRecord], budget: int) -> list[EventRecord]:
     return events
 
 
-async def poll_params(services: Services, caller: Caller, params: Params,
+class PollParams(TypedDict, total=False):
+    """events.poll's params (and GET /poll's query, numbers parsed, after validation)."""
+
+    cursor: int
+    timeout: float
+    limit: int
+
+
+async def poll_params(services: Services, caller: Caller, params: PollParams,
                       stop: asyncio.Event | None = None) -> PollAnswer:
     """A poll from validated params (`events.poll`'s, or GET /poll's query as numbers)."""
     cursor = params.get("cursor")
@@ -143,12 +151,14 @@ def answer_view(answer: PollAnswer) -> dict[str, Any]:
             "cursor": answer.cursor, "more": answer.more}
 
 
-class EventsPoll(Method):
+class EventsPoll(UserMethod[PollParams]):
     """GET /poll as a JSON-RPC method: acknowledge up to the cursor, answer what follows."""
 
     name = "events.poll"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: PollParams,
                    request: Request) -> Result:
-        assert caller is not None
         return answer_view(await poll_params(services, caller, params))
+
+
+METHODS = (EventsPoll,)

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import logging
-import math
+from typing import Required, TypedDict
 
 from methods import errors
 from methods.auth import (
     check_address_failures, claim_password_check, drop_password_check, fail_password_check,
     new_token, release_registration, reserve_registration, token_hash,
 )
-from methods.base import Method, Params, Result
+from methods.base import PublicMethod, Result, UserMethod
 from methods.context import Caller, Request, Services, rfc3339
 from methods.logsafe import clean
 from methods.passwords import hash_password, verify_password
+from methods.rules import banned_until, caller_user, quota_window, register_user
 from methods.views import chat_view, message_view
 from store.models import GENERAL_CHAT, User, UserId
 from store.sql import SqlTx, username_key
@@ -20,13 +21,20 @@ from store.sql import SqlTx, username_key
 log = logging.getLogger(__name__)
 
 
-class Connect(Method):
+class ConnectParams(TypedDict, total=False):
+    """session.connect's params."""
+
+    username: Required[str]
+    password: Required[str]
+    client: str
+
+
+class Connect(PublicMethod[ConnectParams]):
     """Log in, registering the username on first use; returns a token and recent history."""
 
     name = "session.connect"
-    auth = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, params: ConnectParams,
                    request: Request) -> Result:
         username: str = params["username"]
         password: str = params["password"]
@@ -58,7 +66,7 @@ class Connect(Method):
 
         async def register(tx: SqlTx) -> Result | None:
             now = services.now()
-            user = await tx.create_user(username, pw_hash, now)
+            user = await register_user(tx, username, pw_hash, now)
             if user is None:
                 await release_registration(tx, address, window)
                 return None
@@ -143,41 +151,40 @@ def forget_session(services: Services, hashed: str) -> None:
         services.session_cache.drop(hashed)
 
 
-class Disconnect(Method):
+class DisconnectParams(TypedDict):
+    """session.disconnect's params (none)."""
+
+
+class Disconnect(UserMethod[DisconnectParams]):
     """End this session: its token stops working."""
 
     name = "session.disconnect"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: DisconnectParams,
                    request: Request) -> Result:
-        assert caller is not None
         await services.store.write(lambda tx: tx.delete_session(caller.token_hash))
         forget_session(services, caller.token_hash)
         log.info("%s disconnected a session", caller.username)
         return {}
 
 
-def quota_window(services: Services, now: float) -> float:
-    """Start of the fixed general-chat quota window containing `now`."""
-    period = services.limits.rate_period
-    return math.floor(now / period) * period
+class StatusParams(TypedDict):
+    """session.status's params (none)."""
 
 
-class Status(Method):
+class Status(UserMethod[StatusParams]):
     """Who I am, my chats with unread counts, my sessions, ban, quota and server facts."""
 
     name = "session.status"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: StatusParams,
                    request: Request) -> Result:
-        assert caller is not None
         now = services.now()
         limits = services.limits
         window = quota_window(services, now)
 
         async def gather(tx: SqlTx) -> Result:
-            user = await tx.get_user(caller.user_id)
-            assert user is not None
+            user = await caller_user(tx, caller)
             unread = await tx.unread_counts(user.user_id, user.read_seq, now)
             read_up_to = await tx.read_positions(user.user_id)
             chats = []
@@ -193,7 +200,7 @@ class Status(Method):
                          "current": s.token_hash == caller.token_hash}
                         for s in await tx.list_sessions(user.user_id)]
             used = await tx.quota_used(user.user_id, window)
-            banned = user.banned_until if user.banned_until and user.banned_until > now else None
+            banned = banned_until(user, now)
             online = await tx.users_online(now - max(90.0, limits.poll_timeout_max + 30))
             return {
                 "username": user.username,
@@ -217,3 +224,6 @@ async def _owner_name(tx: SqlTx, owner_id: UserId | None) -> str | None:
         return None
     owner = await tx.get_user(owner_id)
     return None if owner is None else owner.username
+
+
+METHODS = (Connect, Disconnect, Status)

@@ -2,39 +2,44 @@
 from __future__ import annotations
 
 import logging
+from typing import Required, TypedDict
 
 from methods import errors
-from methods.base import Method, Params, Result
+from methods.base import Result, UserMethod
 from methods.context import Caller, Limits, Request, Services, rfc3339
+from methods.rules import banned_until, caller_user, existing_user
 from methods.views import event_body
-from store.models import Chat, User, UserId
+from store.models import User
 from store.sql import SqlTx
 
 log = logging.getLogger(__name__)
 
 
-class Report(Method):
+class ReportParams(TypedDict, total=False):
+    """users.report's params."""
+
+    username: Required[str]
+    reason: str
+
+
+class Report(UserMethod[ReportParams]):
     """Report an abusive user; at the threshold of distinct reporters they are banned."""
 
     name = "users.report"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: ReportParams,
                    request: Request) -> Result:
-        assert caller is not None
         username: str = params["username"]
         reason: str | None = params.get("reason")
         limits = services.limits
         now = services.now()
 
         async def report(tx: SqlTx) -> tuple[int, float | None, bool]:
-            target = await tx.find_user(username)
-            if target is None:
-                raise errors.not_found("user", username=username)
+            target = await existing_user(tx, username)
             if target.user_id == caller.user_id:
                 raise errors.conflict("you cannot report yourself")
-            reporter = await tx.get_user(caller.user_id)
-            assert reporter is not None
-            banned = target.banned_until if (target.banned_until or 0) > now else None
+            reporter = await caller_user(tx, caller)
+            banned = banned_until(target, now)
             state = report_state(limits, reporter, banned, now)
             previous = await tx.report_state(target.user_id, caller.user_id)
             # Reporting again changes nothing unless the report would now count differently
@@ -59,10 +64,10 @@ class Report(Method):
         return {"reports": count, "banned_until": None if banned is None else rfc3339(banned)}
 
 
-def report_state(limits: Limits, reporter: User, banned_until: float | None, now: float) -> str:
+def report_state(limits: Limits, reporter: User, ban_end: float | None, now: float) -> str:
     """Whether a report counts toward a ban: not while the user is banned already (it would
     extend the ban), and not from an account younger than --report-min-age (throwaways)."""
-    if banned_until is not None:
+    if ban_end is not None:
         return "banned"
     if now - reporter.created_at < limits.report_min_age:
         return "young"
@@ -71,53 +76,27 @@ def report_state(limits: Limits, reporter: User, banned_until: float | None, now
 
 # -- block lists -------------------------------------------------------------------------
 
-def blocked_error(username: str) -> errors.RpcError:
-    """403 with reason `blocked`: the other user blocks the caller."""
-    return errors.forbidden(f"{username} does not accept this from you", reason="blocked",
-                            username=username)
-
-
-async def check_not_blocked(tx: SqlTx, user: User, by: UserId) -> None:
-    """403 `blocked` when `user` blocks `by` (the one who writes, invites or adds)."""
-    if user.user_id != by and await tx.blocks(user.user_id, by):
-        raise blocked_error(user.username)
-
-
-async def check_direct_allowed(tx: SqlTx, author: User, chat: Chat | None,
-                               to: str | None) -> None:
-    """A 1-to-1 message (by username, or into a direct chat) is refused when the other
-    person blocks the author; group and general chats are unaffected."""
-    peers: list[User] = []
-    if to is not None:
-        peer = await tx.find_user(to)
-        peers = [] if peer is None else [peer]
-    elif chat is not None and chat.kind == "direct":
-        for uid in await tx.direct_pair(chat.chat_id):
-            other = await tx.get_user(uid)
-            if other is not None:
-                peers.append(other)
-    for peer in peers:
-        await check_not_blocked(tx, peer, author.user_id)
-
-
 async def _other_user(tx: SqlTx, caller: Caller, username: str) -> User:
     """The user a block list call names: 404 unknown, -32602 yourself."""
-    user = await tx.find_user(username)
-    if user is None:
-        raise errors.not_found("user", username=username)
+    user = await existing_user(tx, username)
     if user.user_id == caller.user_id:
         raise errors.invalid_params("you cannot block yourself", "/username")
     return user
 
 
-class Block(Method):
+class BlockParams(TypedDict):
+    """users.block's params."""
+
+    username: str
+
+
+class Block(UserMethod[BlockParams]):
     """Stop a user from messaging you 1-to-1, inviting you or adding you to chats."""
 
     name = "users.block"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: BlockParams,
                    request: Request) -> Result:
-        assert caller is not None
         now = services.now()
 
         async def block(tx: SqlTx) -> str:
@@ -130,14 +109,19 @@ class Block(Method):
         return {}
 
 
-class Unblock(Method):
+class UnblockParams(TypedDict):
+    """users.unblock's params."""
+
+    username: str
+
+
+class Unblock(UserMethod[UnblockParams]):
     """Lift a block."""
 
     name = "users.unblock"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: UnblockParams,
                    request: Request) -> Result:
-        assert caller is not None
 
         async def unblock(tx: SqlTx) -> str:
             user = await _other_user(tx, caller, params["username"])
@@ -149,13 +133,19 @@ class Unblock(Method):
         return {}
 
 
-class Blocked(Method):
+class BlockedParams(TypedDict):
+    """users.blocked's params (none)."""
+
+
+class Blocked(UserMethod[BlockedParams]):
     """The usernames the caller blocks."""
 
     name = "users.blocked"
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
+    async def call(self, services: Services, caller: Caller, params: BlockedParams,
                    request: Request) -> Result:
-        assert caller is not None
         names = await services.store.read(lambda tx: tx.blocked_names(caller.user_id))
         return {"usernames": names}
+
+
+METHODS = (Report, Block, Unblock, Blocked)

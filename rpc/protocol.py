@@ -5,15 +5,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
 from methods import errors
 from methods.auth import authenticate
-from methods.base import Method
-from methods.context import Caller, Request, Services
+from methods.base import Method, PublicMethod, UserMethod
+from methods.context import Request, Services
 from methods.logsafe import RateLimitedLog, clean
+from rpc.guard import BodyBudget
 from rpc.exactjson import ID_TYPES, loads_exact, needs_exact_ids
 from rpc.validation import ParamsValidator
 from store.base import StoreError
@@ -123,7 +124,7 @@ def error_response(err: errors.RpcError, req_id: object) -> Json:
 class Dispatcher:
     """Runs JSON-RPC payloads against the method registry; knows nothing about HTTP."""
 
-    def __init__(self, methods: dict[str, Method], params_schemas: dict[str, Json],
+    def __init__(self, methods: Mapping[str, Method], params_schemas: Mapping[str, Json],
                  services: Services, max_batch: int,
                  max_response: int = 4 * 1024 * 1024) -> None:
         self.methods = methods
@@ -133,6 +134,8 @@ class Dispatcher:
         self.max_response = max_response
         # Rejected input is logged at WARNING, but a flood of it writes a bounded log.
         self.warn = RateLimitedLog(log)
+        # Bytes of batch answers being built, all requests together (None: unbounded).
+        self.memory: BodyBudget | None = None
 
     async def handle(self, body: bytes, token: str | None,
                      request: Request) -> Json | list[Json] | None:
@@ -189,24 +192,46 @@ class Dispatcher:
         used = 2  # the brackets
         parts: list[bytes] = []
         exhausted = False
-        for item, will_answer, kept in zip(items, answered, reserve):
-            pending -= kept
-            if exhausted and will_answer:
-                part: bytes | None = self._over_budget(_id_of(item), True)
-            else:
-                answer = await self.one(item, token, request)
-                part = None if answer is None else orjson.dumps(answer)
-                if part is not None and used + len(part) + 1 + pending > self.max_response:
-                    exhausted = True
-                    part = self._over_budget(_id_of(item), False)
-                await asyncio.sleep(0)  # let other clients in between the calls of a batch
-            if part is not None:
-                parts.append(part)
-                used += len(part) + 1
-        if exhausted:
-            self.warn.warning("response", "answer of a batch from %s over %d bytes",
-                              clean(request.remote), self.max_response)
-        return b"[" + b",".join(parts) + b"]" if parts else None
+        held = 0  # bytes reserved in self.memory
+        try:
+            for item, will_answer, kept in zip(items, answered, reserve):
+                pending -= kept
+                if exhausted and will_answer:
+                    part: bytes | None = self._over_budget(_id_of(item), True)
+                else:
+                    answer = await self.one(item, token, request)
+                    part = None if answer is None else orjson.dumps(answer)
+                    if part is not None and used + len(part) + 1 + pending > self.max_response:
+                        exhausted = True
+                        part = self._over_budget(_id_of(item), False)
+                    elif part is not None and not await self._hold(len(part), request):
+                        exhausted = True
+                        part = orjson.dumps(error_response(errors.unavailable(
+                            "server busy building other answers; try again", 1),
+                            _id_of(item)))
+                    elif part is not None:
+                        held += len(part)
+                    await asyncio.sleep(0)  # let other clients in between a batch's calls
+                if part is not None:
+                    parts.append(part)
+                    used += len(part) + 1
+            if exhausted:
+                self.warn.warning("response", "answer of a batch from %s over %d bytes",
+                                  clean(request.remote), self.max_response)
+            return b"[" + b",".join(parts) + b"]" if parts else None
+        finally:
+            if held and self.memory is not None:
+                self.memory.release(held)
+
+    async def _hold(self, size: int, request: Request) -> bool:
+        """Reserve `size` bytes of answers being built, waiting a little (False: busy)."""
+        if self.memory is None or size < 16 * 1024:
+            return True  # small answers are not worth counting
+        if await self.memory.acquire(size, 1.0):
+            return True
+        self.warn.warning("busy", "answers being built fill memory: a batch of %s cut short",
+                          clean(request.remote))
+        return False
 
     async def one(self, item: object, token: str | None, request: Request) -> Json | None:
         """Answer one request object (None for a notification)."""
@@ -241,12 +266,17 @@ class Dispatcher:
                                                   "id": call.id}
 
     async def invoke(self, call: Call, token: str | None, request: Request) -> Json:
-        """Find, authenticate, validate and run one call."""
+        """Find, authenticate, validate and run one call.
+
+        Params that passed their schema are the method's typed params (hence `Any`).
+        """
         method = self.methods.get(call.method)
-        if method is None:
-            raise errors.method_not_found(call.method)
-        caller: Caller | None = None
-        if method.auth:
+        if isinstance(method, UserMethod):
             caller = await authenticate(self.services, token)
-        self.validators[call.method].check(call.params)
-        return await method.call(self.services, caller, call.params, request)
+            self.validators[call.method].check(call.params)
+            params: Any = call.params
+            return await method.call(self.services, caller, params, request)
+        if isinstance(method, PublicMethod):
+            self.validators[call.method].check(call.params)
+            return await method.call(self.services, call.params, request)
+        raise errors.method_not_found(call.method)

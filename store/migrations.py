@@ -1,11 +1,20 @@
-"""Versioned schema migrations, shared by SQLite and PostgreSQL (dialect tokens in braces)."""
+"""Versioned schema migrations, shared by SQLite and PostgreSQL (dialect tokens in braces),
+and the one runner that applies them for either backend."""
 from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 DIALECT_TOKENS: dict[str, dict[str, str]] = {
     "sqlite": {"serial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL",
-               "bigint": "INTEGER"},
+               "bigint": "INTEGER", "blob": "BLOB",
+               "now": "((julianday('now') - 2440587.5) * 86400.0)"},
     "postgres": {"serial_pk": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION",
-                 "bigint": "BIGINT"},
+                 "bigint": "BIGINT", "blob": "BYTEA",
+                 "now": "EXTRACT(EPOCH FROM clock_timestamp())"},
 }
 
 # Each entry is one version; never edit a shipped one, append a new one. An entry is SQL for
@@ -210,6 +219,16 @@ MIGRATIONS: list[str | dict[str, str]] = [
     """,
     # 5: scale (files in the database, maintained counters).
     """
+    -- Uploaded files kept in the database (--file-store database): their bytes in chunks,
+    -- written before the files row exists (chunks without one are purged after a while).
+    CREATE TABLE file_chunks (
+        file_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        data {blob} NOT NULL,
+        created_at {real} NOT NULL,
+        PRIMARY KEY (file_id, n)
+    );
+    CREATE INDEX file_chunks_age ON file_chunks (created_at) WHERE n = 0;
     """,
     # 6: open network II (registrations per address, blocks, report/ban bookkeeping, logins).
     """
@@ -247,6 +266,12 @@ MIGRATIONS: list[str | dict[str, str]] = [
     ALTER TABLE reports ADD COLUMN state TEXT NOT NULL DEFAULT 'counts';
     CREATE INDEX reports_state ON reports (reported_id, state);
     """,
+    # 7: the general chat (every new account joins it). Databases made by earlier releases
+    # have it already: each backend used to insert it after migrating.
+    """
+    INSERT INTO chats (chat_id, kind, title, owner_id, created_at)
+    VALUES ('general', 'general', 'General', NULL, {now}) ON CONFLICT DO NOTHING;
+    """,
 ]
 
 
@@ -256,3 +281,33 @@ def render(sql: str | dict[str, str], dialect: str) -> list[str]:
         sql = sql[dialect]
     text = sql.format(**DIALECT_TOKENS[dialect])
     return [s.strip() for s in text.split(";") if s.strip()]
+
+
+class MigrationConn(Protocol):
+    """What the runner needs of a backend's connection."""
+
+    dialect: str
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """One transaction, holding whatever lock keeps other processes from migrating."""
+
+    async def execute(self, sql: str) -> None:
+        """Run one statement."""
+
+    async def fetch_value(self, sql: str) -> Any:
+        """The first column of the first row of a query."""
+
+
+async def migrate(conn: MigrationConn) -> None:
+    """Bring the database to the newest schema version, all in one transaction."""
+    async with conn.transaction():
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = int(await conn.fetch_value(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            for stmt in render(sql, conn.dialect):
+                await conn.execute(stmt)
+            await conn.execute(f"INSERT INTO schema_version (version) VALUES ({version:d})")
+            log.info("database migrated to version %d", version)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -12,10 +12,12 @@ import schemas
 from client import MessengerClient
 from rpc.docs import render_docs
 from rpc.openrpc import build_openrpc
-from methods.base import discover_methods
+from methods.registry import build_registry
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, unique_name
 
 Factory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 
 
 def start(server_factory: Factory, backend: str, pg_url: str | None) -> ServerProcess:
@@ -97,16 +99,18 @@ async def test_cursor_of_another_users_newer_event_is_accepted(
 
 
 async def test_cursor_of_an_expired_and_purged_event_is_still_accepted(
-        server_factory: Factory, http: aiohttp.ClientSession) -> None:
-    server = server_factory("--message-ttl", "1")
+        inproc_factory: InProcFactory, http: aiohttp.ClientSession) -> None:
+    """(In-process with a FakeClock: an hour's TTL, moved through instead of slept.)"""
+    server = await inproc_factory("--message-ttl", "3600")
     alice, bob = await two_users(server.url, http)
     await bob.call("messages.send", to=alice.username, text="short-lived")
     newest = (await alice.poll(timeout=0, advance=False))["cursor"]
-    deadline = time.monotonic() + 10
-    while (await bob.call("messages.history", chat_id="general"))["messages"] or \
-            (await alice.poll(timeout=0, advance=False))["events"]:
-        assert time.monotonic() < deadline, "the message never expired"
-        await asyncio.sleep(0.3)
+    assert (await alice.poll(timeout=0, advance=False))["events"]
+    await server.advance(3600.1)
+    assert not (await bob.call("messages.history", chat_id="general"))["messages"]
+    assert not (await alice.poll(timeout=0, advance=False))["events"]
+    await server.purge()
+    assert not (await alice.poll(timeout=0, advance=False))["events"]
     assert (await alice.poll(newest, timeout=0))["cursor"] == newest
 
 
@@ -221,7 +225,7 @@ async def test_poll_query_numbers_and_unknown_keys(server: ServerProcess,
 
 
 def test_events_poll_result_reaches_every_event_type() -> None:
-    doc = build_openrpc(discover_methods())
+    doc = build_openrpc(build_registry())
     components = doc["components"]["schemas"]
     method = next(m for m in doc["methods"] if m["name"] == "events.poll")
 
@@ -238,7 +242,7 @@ def test_events_poll_result_reaches_every_event_type() -> None:
 
 
 def test_docs_show_poll_query_and_answer_from_the_schemas() -> None:
-    page = render_docs(build_openrpc(discover_methods()))
+    page = render_docs(build_openrpc(build_registry()))
     poll = page[page.index("id=\"poll\""):page.index("id=\"files\"")]
     limit = schemas.defs()["$defs"]["poll_limit"]
     assert f"{limit['minimum']}–{limit['maximum']}" in poll

@@ -16,7 +16,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7, DRAFT202012
 
 import schemas
-from methods.base import Method, discover_methods
+from methods.base import Method
+from methods.registry import build_registry
 from methods.errors import ErrorCode
 from rpc.docs import event_anchor, method_anchor, render_docs, type_anchor
 from rpc.openrpc import build_openrpc
@@ -30,13 +31,8 @@ VOID_TAGS = {"meta", "br", "hr", "img", "input", "link"}
 
 
 def registered_methods() -> dict[str, Method]:
-    """The server's methods: those of the methods package.
-
-    discover_methods() finds every Method subclass in the process, and other test modules
-    define their own (JSON-RPC specification examples); the server never imports those.
-    """
-    return {name: m for name, m in discover_methods().items()
-            if type(m).__module__.startswith("methods.")}
+    """The server's methods, from the registry the server builds."""
+    return dict(build_registry())
 
 
 @cache

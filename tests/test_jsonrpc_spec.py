@@ -7,55 +7,49 @@ from typing import Any, AsyncIterator
 import orjson
 import pytest
 
-from methods.base import Method, Params, Result
-from methods.context import Caller, Limits, Request, Services
+from methods.base import Method, PublicMethod, Result
+from methods.context import Limits, Request, Services
 from rpc.protocol import Dispatcher
 from store.sqlite import SqliteStore
 
+Params = dict[str, Any]
 
-class Subtract(Method):
+
+class Subtract(PublicMethod[Params]):
     """The spec's `subtract` (by-name only: this server takes params as an object)."""
 
     name = "subtract"
-    auth = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
-                   request: Request) -> Result:
+    async def call(self, services: Services, params: Params, request: Request) -> Result:
         return {"value": params["minuend"] - params["subtrahend"]}
 
 
-class Update(Method):
+class Update(PublicMethod[Params]):
     """The spec's `update` notification target."""
 
     name = "update"
-    auth = False
     seen: list[Params] = []
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
-                   request: Request) -> Result:
+    async def call(self, services: Services, params: Params, request: Request) -> Result:
         self.seen.append(params)
         return {}
 
 
-class GetData(Method):
+class GetData(PublicMethod[Params]):
     """The spec's `get_data`."""
 
     name = "get_data"
-    auth = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
-                   request: Request) -> Result:
+    async def call(self, services: Services, params: Params, request: Request) -> Result:
         return {"data": ["hello", 5]}
 
 
-class Broken(Method):
+class Broken(PublicMethod[Params]):
     """A method with a bug: must become -32603 without details."""
 
     name = "broken"
-    auth = False
 
-    async def call(self, services: Services, caller: Caller | None, params: Params,
-                   request: Request) -> Result:
+    async def call(self, services: Services, params: Params, request: Request) -> Result:
         raise ValueError("secret internal detail")
 
 

@@ -7,10 +7,19 @@ circle cannot hide behind a late import.
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
+import re
 from pathlib import Path
+from types import ModuleType
+from typing import Any, get_args, get_origin
 
 import pytest
 
+import methods
+from methods.base import Method, PublicMethod, UserMethod
+from methods.registry import MODULES, Registry, build_registry
+from schemas import method_schemas
 from tests.support import ROOT
 
 PACKAGES = ("rpc", "methods", "store", "client", "schemas")
@@ -137,3 +146,88 @@ def test_no_client_file_is_too_long() -> None:
                                         "another helper (rpc/docs.py, store/sql.py, ...)")
 def test_no_server_file_is_too_long() -> None:
     assert long_files(SERVER_PACKAGES) == {}
+
+
+# -- the method registry: a name needs its schema, its class and its client method ---------
+
+def client_method_names() -> set[str]:
+    """The method names client/api.py calls."""
+    source = (ROOT / "client" / "api.py").read_text(encoding="utf-8")
+    return set(re.findall(r'self\.call\(\s*"([a-z]+\.[a-z_]+)"', source))
+
+
+def test_every_name_has_a_schema_a_method_class_and_a_client_method() -> None:
+    registered = set(build_registry())
+    schemas = set(method_schemas())
+    client = client_method_names()
+    assert len(registered) > 20 and "messages.send" in client
+    assert registered - schemas == set(), "method classes without a schema"
+    assert schemas - registered == set(), "schemas without a method class (or METHODS entry)"
+    assert schemas - client == set(), "schemas without a client method in client/api.py"
+    assert client - schemas == set(), "client methods without a schema"
+
+
+def method_classes_defined_in(module: ModuleType) -> set[type[Method]]:
+    """The named method classes a module defines itself."""
+    return {obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, (UserMethod, PublicMethod))
+            and obj.__module__ == module.__name__ and obj.name}
+
+
+def test_every_method_class_is_listed_in_its_modules_methods() -> None:
+    listed = {cls for module in MODULES for cls in module.METHODS}
+    for info in pkgutil.iter_modules(methods.__path__):
+        module = importlib.import_module(f"methods.{info.name}")
+        defined = method_classes_defined_in(module)
+        if defined:
+            assert module in MODULES, f"methods.{info.name} is not in registry.MODULES"
+            assert defined <= listed, f"not in METHODS: {sorted(c.name for c in defined - listed)}"
+
+
+def test_the_registry_refuses_a_name_twice_and_a_nameless_method() -> None:
+    from methods.essentials import Edit
+    with pytest.raises(RuntimeError, match="defined twice"):
+        Registry([Edit(), Edit()])
+    with pytest.raises(RuntimeError, match="no name"):
+        Registry([UserMethod()])
+
+
+def params_type(cls: type[Method]) -> Any:
+    """The TypedDict a method class declares as its params (`UserMethod[XParams]`)."""
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if get_origin(base) in (UserMethod, PublicMethod):
+                return get_args(base)[0]
+    raise AssertionError(f"{cls.__name__} declares no params type")
+
+
+def typed_required(td: Any) -> set[str]:
+    """A TypedDict's required keys (read from the annotation text: with `from __future__
+    import annotations` Python 3.11 does not see `Required[...]`)."""
+    def marked(key: str, mark: str) -> bool:
+        note = td.__annotations__[key]
+        text = getattr(note, "__forward_arg__", note)
+        return isinstance(text, str) and text.startswith(mark)
+    if td.__total__:
+        return {k for k in td.__annotations__ if not marked(k, "NotRequired[")}
+    return {k for k in td.__annotations__ if marked(k, "Required[")}
+
+
+@pytest.mark.parametrize("name", sorted(method_schemas()))
+def test_typed_params_mirror_the_schema(name: str) -> None:
+    td = params_type(type(build_registry()[name]))
+    assert td.__name__.endswith("Params")
+    schema = method_schemas()[name].params
+    assert set(td.__annotations__) == set(schema.get("properties", {})), name
+    assert typed_required(td) == set(schema.get("required", [])), name
+
+
+def test_methods_take_a_caller_not_an_optional_one() -> None:
+    for path in sorted((ROOT / "methods").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert "caller is not None" not in text, path.name
+        assert "Params = dict" not in text, path.name
+
+
+def test_no_methods_file_is_too_long() -> None:
+    assert long_files(("methods",)) == {}
