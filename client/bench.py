@@ -43,7 +43,7 @@ def spawn_messenger(extra: Sequence[str]) -> Target:
            "--log-level", "WARNING", "--polls-per-user", "100000",
            "--polls-per-session", "100000", "--login-max-failures", "1000000",
            "--max-connections", "30000", "--max-connections-per-address", "30000",
-           "--register-limit", "1000000", *extra]
+           "--register-limit", "1000000", "--send-limit", "1000000000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(
         os.path.join(workdir, "server.log"), "wb"))
     target = Target("messenger", f"http://127.0.0.1:{port}", proc, proc.pid, workdir)

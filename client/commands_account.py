@@ -1,9 +1,11 @@
 """REPL commands on the account: reports, blocks and the session's status.
-Each is listed in client/repl_commands.py."""
+Each is listed, with its usage and help, in COMMANDS at the end (client/repl_commands.py
+joins the areas' lists into the REPL's one table)."""
 from __future__ import annotations
 
 from .render import clock
 from .repl_books import needs, split_first
+from .command import Command
 from .repl_session import Session
 
 
@@ -57,3 +59,14 @@ async def status(repl: Session, arg: str) -> None:
              f"resets at {clock(quota['resets_at'])}")
     banned = status.get("banned_until")
     repl.out(f"  banned until {clock(banned)}" if banned else "  not banned")
+
+
+# This area's part of the REPL's command table, in /help order.
+COMMANDS: list[Command] = [
+    Command("/report", "USER [reason]", "report a user for abuse", report, True),
+    Command("/block", "USER", "stop USER from messaging you, inviting or adding you",
+            block, True),
+    Command("/unblock", "USER", "lift a block", unblock, True),
+    Command("/blocked", "", "list the users you block", blocked),
+    Command("/status", "", "your account, quota, sessions and the server", status),
+]

@@ -1,10 +1,12 @@
 """REPL commands on chats: switching, listing, groups, links and join requests.
-Each is listed in client/repl_commands.py."""
+Each is listed, with its usage and help, in COMMANDS at the end (client/repl_commands.py
+joins the areas' lists into the REPL's one table)."""
 from __future__ import annotations
 
 import shlex
 
 from .repl_books import CommandError, needs
+from .command import Command
 from .repl_session import Session
 
 
@@ -126,3 +128,18 @@ async def leave(repl: Session, arg: str) -> None:
     repl.chats.remove(chat_id)
     repl.current = "general"
     repl.out(f"* you left {label}; now in #general")
+
+
+# This area's part of the REPL's command table, in /help order.
+COMMANDS: list[Command] = [
+    Command("/chat", "ID", "switch the current chat (id, title, @user or general)", chat),
+    Command("/chats", "", "list your chats with unread counts", chats),
+    Command("/create", "TITLE [user ...]", "create a group chat (quote a TITLE with spaces)",
+            create, True),
+    Command("/invite", "USER", "add USER to the current chat (owner only)", invite, True),
+    Command("/link", "", "make a join link for the current chat (owner only)", link),
+    Command("/join", "LINK", "ask to join a chat through its link", join),
+    Command("/approve", "USER", "accept USER's request to join", approve, True),
+    Command("/decline", "USER", "refuse USER's request to join", decline, True),
+    Command("/leave", "", "leave the current chat", leave),
+]

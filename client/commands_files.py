@@ -1,5 +1,6 @@
 """REPL commands on files: send one to the current chat, download an attachment.
-Each is listed in client/repl_commands.py."""
+Each is listed, with its usage and help, in COMMANDS at the end (client/repl_commands.py
+joins the areas' lists into the REPL's one table)."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from .render import human_size
 from .repl_books import CommandError, Progress, needs, split_first, split_path
+from .command import Command
 from .repl_session import Session
 
 
@@ -45,3 +47,11 @@ async def download(repl: Session, arg: str) -> None:
     renamed = result.get("renamed_from")
     kept = f"; {renamed} exists, kept as is" if renamed else ""
     repl.out(f"* saved {result['path']} ({human_size(result['size'])}{kept})")
+
+
+# This area's part of the REPL's command table, in /help order.
+COMMANDS: list[Command] = [
+    Command("/send", "--file PATH [text]", "send a file (and text) to the current chat",
+            send),
+    Command("/download", "ID [PATH]", "download an attachment", download),
+]

@@ -1,9 +1,11 @@
 """REPL commands on messages: direct messages, comments, history, edits, deletions,
-search and scheduled messages. Each is listed in client/repl_commands.py."""
+search and scheduled messages. Each is listed, with its usage and help, in COMMANDS at
+the end (client/repl_commands.py joins the areas' lists into the REPL's one table)."""
 from __future__ import annotations
 
 from .render import format_message, parse_when, rfc3339
 from .repl_books import CommandError, needs, split_first
+from .command import Command
 from .repl_session import Session
 
 HISTORY_DEFAULT = 20
@@ -104,3 +106,21 @@ async def cancel(repl: Session, arg: str) -> None:
     if key not in repl.shown_scheduled:
         repl.shown_scheduled.add(key)
         repl.out(f"* cancelled scheduled {repl.ids.short(scheduled_id)}")
+
+
+# This area's part of the REPL's command table, in /help order.
+COMMANDS: list[Command] = [
+    Command("/to", "USER text", "send a direct message to USER", to, True),
+    Command("/history", "[N]", "show the last N messages of the current chat",
+            history),
+    Command("/comment", "MSG_ID text", "comment on a message", comment),
+    Command("/edit", "MSG_ID text", "replace the text of a message you sent", edit),
+    Command("/delete", "MSG_ID", "delete a message (yours, or any in a group you own)",
+            delete),
+    Command("/search", "WORDS", "find messages of your chats with all these words",
+            search),
+    Command("/schedule", "WHEN text", "send later: 30s, 10m, 2h, 14:30 or an RFC 3339 time",
+            schedule),
+    Command("/scheduled", "", "list your pending scheduled messages", scheduled),
+    Command("/cancel", "ID", "cancel a scheduled message", cancel),
+]

@@ -25,8 +25,9 @@ from .errors import MessengerError, RpcError, ServerUnavailable
 from .models import Event, Message
 from .poll import PollLoop
 from .render import describe_error
+from .command import Command
 from .repl_books import ChatBook, CommandError, IdBook, split_first
-from .repl_commands import COMMAND_NAMES, COMMANDS, Command, find
+from .repl_commands import COMMAND_NAMES, COMMANDS, find
 from .repl_session import Session
 from .tokens import resolve_server
 

@@ -12,6 +12,7 @@ from referencing.jsonschema import DRAFT202012
 
 SCHEMA_DIR = Path(__file__).parent
 DEFS_URI = "defs.json"
+DEFS_PARTS = "defs"  # schemas/defs/<area>.json: more shared definitions, merged into defs.json
 EVENT_REF_PREFIX = "events/"  # `{"$ref": "events/<type>.json"}`: one event type's schema
 
 Schema = dict[str, Any]
@@ -66,10 +67,17 @@ def _read(path: Path) -> Schema:
 def defs() -> Schema:
     """Shared definitions (message, chat, ...), referenced as `defs.json#/$defs/NAME`.
 
-    `event` (any event, by its `type`) is made here from schemas/events/, so a new event
-    type is part of every schema that mentions events (GET /poll, events.poll) at once.
+    defs.json holds the simple types; the `$defs` of each schemas/defs/<area>.json (objects,
+    by area) follow them, in file-name order, as if written in defs.json. `event` (any event,
+    by its `type`) is made here from schemas/events/, so a new event type is part of every
+    schema that mentions events (GET /poll, events.poll) at once.
     """
     loaded = _read(SCHEMA_DIR / DEFS_URI)
+    for path in sorted((SCHEMA_DIR / DEFS_PARTS).glob("*.json")):
+        for name, schema in _read(path)["$defs"].items():
+            if name in loaded["$defs"]:
+                raise ValueError(f"{path.name}: {name} is defined twice in defs.json")
+            loaded["$defs"][name] = schema
     events = event_schemas()
     loaded["$defs"]["event"] = {
         "description": "One event of a user's stream: seq, type, and the fields of its type.",

@@ -8,6 +8,8 @@ No server is started.
 """
 from __future__ import annotations
 
+import inspect
+import re
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
@@ -15,25 +17,29 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is
 import pytest
 
 import client.models as models
+from client.api import MessengerClient
 from schemas import Schema, defs, event_schemas, event_type_of_ref, method_schemas
 from tests.support import ROOT
 
-# The TypedDict each method's result mirrors; methods answering `{}` are checked apart.
-RESULTS: dict[str, Any] = {
-    "session.connect": models.ConnectResult,
-    "session.status": models.Status,
-    "messages.send": models.SendResult,
-    "messages.edit": models.EditResult,
-    "messages.search": models.SearchResult,
-    "messages.history": models.HistoryResult,
-    "messages.scheduled": models.ScheduledList,
-    "users.report": models.ReportResult,
-    "users.blocked": models.BlockedList,
-    "chats.create": models.ChatResult,
-    "chats.link": models.LinkResult,
-    "chats.join": models.JoinResult,
-    "events.poll": models.PollResult,
-}
+
+def client_results() -> dict[str, Any]:
+    """The TypedDict each method's result mirrors: what its MessengerClient method returns.
+
+    Read from client/api.py: a coroutine method calling `self.call("area.name", ...)` and
+    annotated to return a TypedDict. Methods answering `{}` are checked apart.
+    """
+    out: dict[str, Any] = {}
+    for fn in vars(MessengerClient).values():
+        if not inspect.iscoroutinefunction(fn):
+            continue
+        called = set(re.findall(r'self\.call\(\s*"([a-z_]+\.[a-z_]+)"', inspect.getsource(fn)))
+        returned = get_type_hints(fn).get("return")
+        if len(called) == 1 and is_typeddict(returned):
+            out[called.pop()] = returned
+    return out
+
+
+RESULTS = client_results()
 UNTYPED_RESULTS = {"rpc.discover"}  # the OpenRPC document: a plain dict in the client
 SHARED = {"attachment": models.FileInfo, "message": models.Message,
           "scheduled": models.Scheduled, "chat": models.Chat, "chat_status": models.ChatInfo,
@@ -209,13 +215,21 @@ def test_every_method_result_is_typed_or_empty() -> None:
         result = resolve(method.result)
         assert not result.get("properties") and result.get("additionalProperties") is False, \
             f"{name} answers an object with fields: add a TypedDict to client/models.py " \
-            "and to RESULTS here"
+            "and return it from its client method in client/api.py"
 
 
 def test_every_method_has_a_client_method() -> None:
     source = (ROOT / "client" / "api.py").read_text(encoding="utf-8")
     missing = [name for name in method_schemas() if f'"{name}"' not in source]
     assert not missing, f"no MessengerClient method calls {missing}"
+
+
+def test_results_are_read_from_the_client_methods() -> None:
+    """The reader itself: it finds the TypedDicts the client methods return."""
+    assert RESULTS["session.status"] is models.Status
+    assert RESULTS["messages.send"] is models.SendResult
+    assert RESULTS["events.poll"] is models.PollResult
+    assert "messages.delete" not in RESULTS and "rpc.discover" not in RESULTS
 
 
 def test_the_check_fails_on_drift() -> None:

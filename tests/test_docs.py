@@ -19,7 +19,8 @@ import schemas
 from methods.base import Method
 from methods.registry import build_registry
 from methods.errors import ErrorCode
-from rpc.docs import event_anchor, method_anchor, render_docs, type_anchor
+from rpc.docs import method_anchor, render_docs
+from rpc.docs_schema import event_anchor, type_anchor
 from rpc.openrpc import build_openrpc
 from rpc.validation import compile_schema
 from tests.support import Api, ServerProcess

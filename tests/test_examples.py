@@ -1,11 +1,14 @@
 """Executable docs: every example in schemas/ runs against a live server, as one story.
 
 The examples of all methods tell one story among alice, bob, carol, dave and mallory on a
-fresh server, and PLAN below replays it in order. How an example becomes a real call:
+fresh server, replayed in order. Each example says where it belongs in the story: `x-step`
+(a number; the story runs by step) and `x-caller` (the session that calls, or null for no
+token). SETUP adds, at steps of its own, the calls the story needs that are not examples
+(registering the other users, a report, an upload). How an example becomes a real call:
 
-* Sessions. Each step names the session that calls (its bearer token). A `session.connect`
-  example, and a `Setup` connect, keep their token under the step's session name. Setup
-  steps are calls that are not examples (registering the other users, a report, an upload).
+* Sessions. A step's session is its bearer token. A `session.connect` example, and a
+  `Setup` connect, keep their token under the step's session name (`bob@phone` is a second
+  session of bob).
 * Ids. Ids in examples (`m_Q2hhdE1lc3NhZ2U`, `g_Zm9vYmFyYmF6cXV4`, the join link, tokens)
   are placeholders. Where a documented result holds a placeholder under an id key
   (ID_KEYS) and the server answered another value there, the test learns placeholder ->
@@ -23,7 +26,8 @@ fresh server, and PLAN below replays it in order. How an example becomes a real 
 * Events. After the story every user's stream is read, and each event example must match
   some real event the same way.
 
-When you add an example, add its step to PLAN: a test fails while any example is not run.
+An example without `x-step` and `x-caller`, or sharing its step with another, fails a test;
+the story's last step must be a `session.disconnect` example (events are read before it).
 """
 from __future__ import annotations
 
@@ -89,43 +93,25 @@ def connect(user: str, client: str | None = None) -> Setup:
     return Setup(user, "session.connect", params)
 
 
-PLAN: list[Step] = [
-    Example("alice", "session.connect", "alice connects"),
-    connect("bob"), connect("carol"), connect("dave"), connect("mallory"),
-    Example("alice", "messages.send", "send to the general chat"),
-    Example("alice", "messages.history", "last messages of the general chat"),
-    Example("bob@phone", "session.connect", "bob connects from a second client"),
-    Example("bob", "messages.send", "comment on a message"),
-    Upload("alice", "f_8JcNw1hbGxvd29y", "route.png", "image/png", 48213),
-    Example("alice", "messages.send", "direct message with an attachment"),
-    Example("alice", "messages.send", "schedule a direct message"),
-    Example("alice", "messages.scheduled", "list"),
-    Example("alice", "messages.cancel", "cancel"),
-    Example("alice", "chats.create", "create"),
-    Example("alice", "chats.invite", "invite"),
-    Example("alice", "chats.link", "link"),
-    Example("dave", "chats.join", "ask to join"),
-    Example("mallory", "chats.join", "another request"),
-    Example("alice", "chats.approve", "approve"),
-    Example("alice", "chats.decline", "decline"),
-    Example("dave", "chats.join", "already a member"),
-    Example("carol", "chats.leave", "leave"),
-    Example("alice", "session.status", "status"),
-    Example("bob", "messages.send", "retry-safe send"),
-    Example("alice", "messages.edit", "fix a typo"),
-    Example("bob", "messages.search", "find a word"),
-    Example("alice", "messages.delete", "the owner removes a message"),
-    Example("bob", "chats.read", "read a direct chat"),
-    Example("alice", "users.report", "first report"),
-    Setup("bob", "users.report", {"username": "mallory"}),
-    Example("carol", "users.report", "the third report bans"),
-    Example("mallory", "events.poll", "what I have not acknowledged"),
-    Example("alice", "users.block", "block"),
-    Example("alice", "users.blocked", "list"),
-    Example("alice", "users.unblock", "unblock"),
-    Example(None, "rpc.discover", "discover"),
-    Example("alice", "session.disconnect", "log out"),
+# The story's steps that are not examples, each at its step (between the examples' steps).
+SETUP: list[tuple[int, Step]] = [
+    (15, connect("bob")), (16, connect("carol")), (17, connect("dave")),
+    (18, connect("mallory")),
+    (55, Upload("alice", "f_8JcNw1hbGxvd29y", "route.png", "image/png", 48213)),
+    (255, Setup("bob", "users.report", {"username": "mallory"})),
 ]
+
+
+def story_steps() -> list[tuple[int, Step]]:
+    """Every example at its `x-step`, and SETUP, in story order."""
+    steps = [(ex["x-step"], Example(ex["x-caller"], name, ex["name"]))
+             for name, ms in schemas.method_schemas().items() for ex in ms.examples]
+    return sorted(steps + SETUP, key=lambda step: step[0])
+
+
+def plan() -> list[Step]:
+    """The story, step by step."""
+    return [step for _, step in story_steps()]
 
 
 class Mismatch(AssertionError):
@@ -238,14 +224,21 @@ def find_example(method: str, name: str) -> dict[str, Json]:
     raise AssertionError(f"{method} has no example named {name!r}")
 
 
-def test_plan_runs_every_example_once() -> None:
-    """PLAN names each example of each method exactly once, and nothing else."""
-    planned = [(s.method, s.name) for s in PLAN if isinstance(s, Example)]
-    documented = [(m, ex["name"]) for m, ms in schemas.method_schemas().items()
-                  for ex in ms.examples]
-    assert len(set(planned)) == len(planned), "an example is planned twice"
-    assert len(set(documented)) == len(documented), "two examples of a method share a name"
-    assert sorted(planned) == sorted(documented)
+def test_every_example_has_its_own_place_in_the_story() -> None:
+    """Each example names its step and caller; no two steps share a number."""
+    sessions = {None, *PASSWORDS, *(f"{user}@phone" for user in PASSWORDS)}
+    for name, ms in schemas.method_schemas().items():
+        names = [ex["name"] for ex in ms.examples]
+        assert len(set(names)) == len(names), f"two examples of {name} share a name"
+        for ex in ms.examples:
+            label = f"{name} example {ex['name']!r}"
+            assert type(ex.get("x-step")) is int, f"{label} has no integer x-step"
+            assert "x-caller" in ex, f"{label} has no x-caller (a session name, or null)"
+            assert ex["x-caller"] in sessions, f"{label}: unknown x-caller {ex['x-caller']!r}"
+    numbers = [number for number, _ in story_steps()]
+    assert len(set(numbers)) == len(numbers), "two steps of the story share an x-step"
+    last = plan()[-1]
+    assert isinstance(last, Example) and last.method == "session.disconnect"
 
 
 def test_placeholders_learn_and_refuse_inconsistent_ids() -> None:
@@ -267,7 +260,7 @@ def test_placeholders_learn_and_refuse_inconsistent_ids() -> None:
 
 
 class Story:
-    """Replays PLAN against one server, keeping sessions and learned placeholders."""
+    """Replays the story against one server, keeping sessions and learned placeholders."""
 
     def __init__(self, http: aiohttp.ClientSession, server: ServerProcess) -> None:
         self.http = http
@@ -343,7 +336,8 @@ async def test_every_example_runs_as_documented(http: aiohttp.ClientSession,
                                                 server: ServerProcess) -> None:
     """Replay the story: each example's real result matches its documented result."""
     story = Story(http, server)
-    for step in PLAN[:-1]:
+    steps = plan()
+    for step in steps[:-1]:
         await story.run(step)
     events = await story.all_events()
     seen_types = {e["type"] for e in events}
@@ -352,7 +346,7 @@ async def test_every_example_runs_as_documented(http: aiohttp.ClientSession,
         for example in schema["examples"]:
             assert any(story.placeholders.matches(example, e) for e in events), (
                 f"no real {type_} event looks like the documented {example}")
-    last = PLAN[-1]
+    last = steps[-1]
     assert isinstance(last, Example) and last.method == "session.disconnect"
     await story.run(last)
     failure = await story.session(last.caller).error("session.status")
