@@ -9,6 +9,7 @@ from typing import Required, TypedDict
 from methods import errors
 from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services
+from methods.logsafe import clean, info_per_account
 from methods.rules import (
     check_caller_not_banned, check_not_blocked, existing_user, member_chat, new_id, owned_chat,
     owns,
@@ -139,7 +140,8 @@ class Link(UserMethod[LinkParams]):
             await tx.set_link(chat.chat_id, link_hash(link))
 
         await services.store.write(relink)
-        log.info("%s made a new join link for %s", caller.username, params["chat_id"])
+        info_per_account(log, caller.username, "%s made a new join link for %s",
+                         caller.username, clean(params["chat_id"]))
         return {"link": link}
 
 

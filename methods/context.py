@@ -40,6 +40,8 @@ class Limits:
     max_scheduled: int = 100
     report_min_age: float = 3600
     min_password: int = 8
+    send_limit: int = 600
+    send_period: float = 600
     # --max-response (an HTTP setting) also bounds what one poll answer carries.
     max_response: int = 4 * 1024 * 1024
 
@@ -142,6 +144,8 @@ class Services:
     session_cache: SessionCache | None = None
     logins_in_flight: LoginsInFlight = field(default_factory=LoginsInFlight)
     files_in_database: bool = False  # --file-store database: uploads live in the database
+    # --send-limit: per user, the start of the current window and messages sent in it.
+    send_counts: dict[UserId, tuple[float, int]] = field(default_factory=dict)
 
     def now(self) -> float:
         """The current time (injectable for tests)."""

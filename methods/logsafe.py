@@ -45,9 +45,10 @@ class RateLimitedLog:
     """
 
     def __init__(self, logger: logging.Logger, per_second: int = 10,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, window: float = 1.0) -> None:
         self.logger = logger
-        self.per_second = per_second
+        self.per_second = per_second  # lines per window (a second unless told)
+        self.window = window
         self.clock = clock
         self._window: dict[str, tuple[float, int, int]] = {}  # kind -> start, lines, dropped
 
@@ -57,10 +58,10 @@ class RateLimitedLog:
             return
         now = self.clock()
         start, lines, dropped = self._window.get(kind, (now, 0, 0))
-        if now - start >= 1.0:
+        if now - start >= self.window:
             if dropped:
                 self.logger.log(level, "suppressed %d similar lines (%s) in %.1f s",
-                                dropped, kind, now - start)
+                                dropped, clean(kind), now - start)
             start, lines, dropped = now, 0, 0
         if lines < self.per_second:
             self.logger.log(level, msg, *args)
@@ -74,3 +75,18 @@ class RateLimitedLog:
     def warning(self, kind: str, msg: str, *args: object) -> None:
         """A rate-limited warning."""
         self.log(logging.WARNING, kind, msg, *args)
+
+
+_per_account: dict[str, RateLimitedLog] = {}
+ACCOUNT_LINES = 10  # INFO lines per account and logger a minute
+
+
+def info_per_account(logger: logging.Logger, account: str, msg: str, *args: object) -> None:
+    """An INFO line about an account's own action (a block, a join link...): at most
+    `ACCOUNT_LINES` a minute per account, so a script repeating a call cannot grow the log
+    without bound; the rest are counted in one "suppressed" line."""
+    limited = _per_account.get(logger.name)
+    if limited is None:
+        limited = _per_account[logger.name] = RateLimitedLog(logger, ACCOUNT_LINES,
+                                                             window=60.0)
+    limited.log(logging.INFO, account, msg, *args)

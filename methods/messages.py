@@ -11,8 +11,8 @@ from methods import errors
 from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services, parse_rfc3339
 from methods.rules import (
-    check_direct_allowed, check_not_banned, check_quota, existing_user, member_chat,
-    message_in_chat, new_id, rejoin,
+    check_direct_allowed, check_not_banned, check_quota, check_send_limit, existing_user,
+    member_chat, message_in_chat, new_id, rejoin,
 )
 from methods.views import event_body, message_view, scheduled_view
 from store.models import (
@@ -156,6 +156,7 @@ class Send(UserMethod[SendParams]):
                                             "/send_at")
             if send_at - now > services.limits.max_schedule_ahead:
                 raise errors.invalid_params("send_at is more than a year ahead", "/send_at")
+        check_send_limit(services, caller.user_id, now)  # every chat: bounds the disk
         if send_at is not None and send_at > now:
             return {"scheduled": await schedule(services, draft, send_at, now)}
 

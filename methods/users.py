@@ -7,6 +7,7 @@ from typing import Required, TypedDict
 from methods import errors
 from methods.base import Result, UserMethod
 from methods.context import Caller, Limits, Request, Services, rfc3339
+from methods.logsafe import info_per_account
 from methods.rules import banned_until, caller_user, existing_user
 from methods.views import event_body
 from store.models import User
@@ -105,7 +106,7 @@ class Block(UserMethod[BlockParams]):
             return user.username
 
         blocked = await services.store.write(block)
-        log.info("%s blocked %s", caller.username, blocked)
+        info_per_account(log, caller.username, "%s blocked %s", caller.username, blocked)
         return {}
 
 
@@ -129,7 +130,7 @@ class Unblock(UserMethod[UnblockParams]):
             return user.username
 
         unblocked = await services.store.write(unblock)
-        log.info("%s unblocked %s", caller.username, unblocked)
+        info_per_account(log, caller.username, "%s unblocked %s", caller.username, unblocked)
         return {}
 
 

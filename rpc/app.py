@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import re
-from typing import AsyncIterator
+import time
+from typing import AsyncIterator, Callable, cast
 from urllib.parse import quote
 
 import orjson
@@ -17,7 +18,6 @@ import schemas
 from methods import errors
 from methods.auth import authenticate
 from methods.background import run_purger, run_scheduler
-from methods.base import discover_methods
 from methods.context import Caller, Request, Services, SessionCache
 from methods.discover import document_for
 from methods.files import (
@@ -25,16 +25,19 @@ from methods.files import (
     storage_left,
 )
 from methods.logsafe import RateLimitedLog, clean
-from methods.poll import poll_params
+from methods.poll import PollParams, poll_params
+from methods.registry import build_registry
 from rpc.address import client_address
 from rpc import cors
 from rpc.docs import render_docs
-from rpc.guard import BodyBudget
+from rpc.filestream import database_download
+from rpc.guard import BodyBudget, body_complete
 from rpc.openrpc import build_openrpc, server_url
 from rpc.protocol import Dispatcher
 from rpc.settings import Settings
 from rpc.webclient import add_client_routes
 from store.base import Store, StoreError, is_no_space
+from store.sql import FILE_IN_DATABASE
 from store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,9 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         return _too_large_rpc(request, limit)
     # Bodies held in memory at once are bounded process-wide: a body larger than what
-    # aiohttp buffers per connection anyway reserves its size before it is read.
+    # aiohttp buffers per connection anyway reserves its size before it is read. (Small
+    # ones are not counted: bodies held unfinished would fill the budget and make every
+    # small request wait; they are bounded by the connection caps instead.)
     budget = request.app[BODY_BUDGET]
     size = limit if request.content_length is None else request.content_length
     size = 0 if size <= SMALL_BODY else size
@@ -115,6 +120,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, limit)
         if body is None:
             return _too_large_rpc(request, limit)
+        body_complete(request)  # the read deadline is over: the request is being handled
         answer = await request.app[DISPATCHER].answer(body, bearer(request),
                                                       request_info(request))
     finally:
@@ -134,10 +140,14 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
             if size > limit:
                 return None
             chunks.append(chunk)
-    except BaseException:
+    except BaseException as exc:
         # The client went away mid-body: the exception's traceback keeps this frame alive in
         # a reference cycle until a full GC, so let go of the bytes now.
         chunks.clear()
+        if isinstance(exc, RuntimeError) and not request.protocol.connected:
+            # aiohttp's "Connection closed." (cut at --read-timeout while waiting): the
+            # client is gone, not a bug (errors_as_json answers nobody and logs nothing).
+            raise ConnectionResetError("connection closed while reading the body") from None
         raise
     return b"".join(chunks)
 
@@ -185,7 +195,8 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     try:
         # The schema of events.poll's params validates the query too (one set of rules).
         request.app[DISPATCHER].validators["events.poll"].check(params)
-        answer = await poll_params(services, caller, params, request.app[STOPPING])
+        answer = await poll_params(services, caller, cast(PollParams, params),
+                                   request.app[STOPPING])
     except errors.RpcError as err:
         return json_response({"error": err.to_dict()}, http_status(err))
     # Each event was serialized once when it was stored; only its seq is spliced in here.
@@ -231,6 +242,7 @@ async def handle_upload(request: web.Request) -> web.StreamResponse:
             partial.unlink()
             return (_upload_too_large(request, limit) if size > limit
                     else _over_storage(request, services))
+        body_complete(request)
         os.replace(partial, final)
         try:
             stored = await register_upload(services, caller, file_id,
@@ -287,11 +299,15 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
         f = await file_for_download(request.app[SERVICES], caller, request.match_info["file_id"])
     except errors.RpcError as err:
         return http_error(int(err.code), err.message)
-    return web.FileResponse(f.path, headers={
+    headers = {
         "Content-Type": f.content_type,
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(f.name)}",
         "X-Content-Type-Options": "nosniff",
-    })
+    }
+    if f.path == FILE_IN_DATABASE:  # --file-store database
+        streamed = await database_download(request, request.app[SERVICES].store, f, headers)
+        return streamed or http_error(404, "file not found")
+    return web.FileResponse(f.path, headers=headers)
 
 
 async def handle_openrpc(request: web.Request) -> web.StreamResponse:
@@ -355,8 +371,10 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.db_path, power_safe=settings.durability == "power")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The app factory: routes plus resources opened and closed with the app."""
+def create_app(settings: Settings,
+               clock: Callable[[], float] | None = None) -> web.Application:
+    """The app factory: routes plus resources opened and closed with the app (`clock`: the
+    time source of every rule, `time.time` unless a test injects another)."""
     app = web.Application(client_max_size=settings.max_body, middlewares=[errors_as_json])
     app[SETTINGS] = settings
     app[STOPPING] = asyncio.Event()
@@ -364,7 +382,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BODY_BUDGET] = BodyBudget(max(16 * settings.max_body, 16 * 1024 * 1024))
     app[WARN] = RateLimitedLog(log)
     cors.install(app, settings.cors_origins)
-    methods = discover_methods()
+    methods = build_registry()
     method_schemas = schemas.method_schemas()
     missing = set(methods) ^ set(method_schemas)
     if missing:
@@ -377,12 +395,15 @@ def create_app(settings: Settings) -> web.Application:
         store = make_store(settings)
         await store.open()
         services = Services(store=store, limits=settings.limits, files_dir=settings.files_dir,
-                            openrpc=openrpc,
+                            openrpc=openrpc, clock=clock or time.time,
                             # Another process may end a session on a shared database.
-                            session_cache=SessionCache() if settings.store == "sqlite" else None)
+                            session_cache=SessionCache() if settings.store == "sqlite" else None,
+                            files_in_database=settings.file_store == "database")
         app[SERVICES] = services
         app[DISPATCHER] = Dispatcher(methods, {n: s.params for n, s in method_schemas.items()},
                                      services, settings.max_batch, settings.max_response)
+        # Batch answers being built at once, all requests together.
+        app[DISPATCHER].memory = BodyBudget(max(16 * settings.max_response, 64 * 1024 * 1024))
         tasks = [asyncio.create_task(run_scheduler(services), name="scheduler"),
                  asyncio.create_task(run_purger(services), name="purger")]
         log.info("store open: %s", settings.store)

@@ -7,11 +7,20 @@ makes each connection's protocol a `GuardedHandler`, which
 - gives each request `--read-timeout` seconds from its first byte until its body is complete
   (a new connection the same from its opening); an overrun is answered 408 when no request
   handler is running yet, and the connection is closed.
-Idle keep-alive connections follow the ordinary keep-alive timeout.
+- never closes a connection for the read deadline once its request's body is complete (the
+  handler says so with `body_complete`, or the parser fed its end): a request being handled
+  or answered is not cut;
+- watches answers waiting for slow readers (`watch_writes`): a connection whose write buffer
+  has made no progress for `--read-timeout` seconds is aborted, and past a process-wide budget
+  of buffered answer bytes the most stalled connections are aborted first;
+- at the overall cap, closes the longest idle keep-alive connection to admit a new one.
+Idle keep-alive connections otherwise follow the ordinary keep-alive timeout.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
 import logging
 import resource
@@ -42,8 +51,13 @@ class ConnectionGuard:
     """Open connections in all and per peer address; logs one line per change of state."""
 
     def __init__(self, max_total: int, max_per_address: int, read_timeout: float,
-                 exempt: frozenset[str] = frozenset()) -> None:
+                 exempt: frozenset[str] = frozenset(),
+                 write_budget: int = 64 * 1024 * 1024) -> None:
         self.max_total = max_total
+        # Bytes of answers buffered for slow readers, all connections together.
+        self.write_budget = write_budget
+        self.handlers: set[GuardedHandler] = set()  # admitted, open connections
+        self.aborted_slow = 0  # connections aborted by the write watchdog (for the log)
         self.max_per_address = max_per_address
         # Trusted proxies carry many clients' connections: only the overall cap holds them.
         self.exempt = exempt
@@ -58,6 +72,10 @@ class ConnectionGuard:
     def admit(self, address: str) -> bool:
         """Count a new connection, or refuse it (False)."""
         self.accept_recovered()
+        if self.total >= self.max_total and address not in self.exempt:
+            count = self.by_address.get(address, 0)
+            if count < self.max_per_address:
+                self.close_idle()  # room for a newcomer: the longest idle keep-alive goes
         if self.total >= self.max_total:
             if not self.refused_total:
                 log.warning("%d connections open: refusing new ones", self.total)
@@ -89,6 +107,59 @@ class ConnectionGuard:
         if address in self.refused_by_address and left < self.max_per_address:
             log.info("accepting connections from %s again (%d refused meanwhile)",
                      clean(address), self.refused_by_address.pop(address))
+
+    def close_idle(self) -> bool:
+        """Close the longest idle keep-alive connection (none: False).
+
+        Its close is counted at once, so the caller's connection takes its place."""
+        idle = [h for h in self.handlers if h.idle()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda h: h.idle_since())
+        self.timeouts.log(logging.INFO, "idle", "at %d connections: closing an idle "
+                          "keep-alive connection of %s", self.total, clean(oldest.address))
+        oldest.drop()
+        return True
+
+    def check_writes(self, now: float) -> None:
+        """One watchdog round over answers waiting for their readers.
+
+        A connection whose write buffer made no progress for `read_timeout` seconds is
+        aborted (abort() frees the buffer); while the buffered bytes of all connections
+        together pass `write_budget`, the connections stalled the longest (at least a
+        second) are aborted first."""
+        stalled: list[tuple[float, int, GuardedHandler]] = []
+        total = 0
+        for handler in list(self.handlers):
+            size = handler.buffered(now)
+            if not size:
+                continue
+            since = handler.stalled_since
+            if since is not None and now - since >= self.read_timeout:
+                handler.abort_slow("not reading its answer for %g s" % self.read_timeout)
+                continue
+            total += size
+            if since is not None and now - since >= 1.0:
+                stalled.append((since, size, handler))
+        if total > self.write_budget:
+            stalled.sort(key=lambda entry: entry[0])
+            for _, size, handler in stalled:
+                if total <= self.write_budget:
+                    break
+                handler.abort_slow("over the budget of answers waiting for slow readers")
+                total -= size
+
+    async def watch_writes(self, interval: float = 0.5) -> None:
+        """Run `check_writes` every `interval` seconds until cancelled."""
+        loop = asyncio.get_running_loop()
+        rounds = 0
+        while True:
+            await asyncio.sleep(interval)
+            before = self.aborted_slow
+            self.check_writes(loop.time())
+            rounds += 1
+            if self.aborted_slow != before or rounds % 10 == 0:
+                release_memory()  # hand freed buffers back to the system (a few ms)
 
     def accept_failed(self, exc: BaseException | None) -> None:
         """accept() failed for lack of descriptors or memory: one line until it recovers."""
@@ -126,8 +197,60 @@ class GuardedHandler(web.RequestHandler):
             transport.close()
             return
         self.address = address
+        self.stalled_since: float | None = None  # write buffer stuck since (loop time)
+        self.write_mark = 0  # write buffer size at the last watchdog round
+        self.guard.handlers.add(self)
         super().connection_made(transport)
         self._arm()
+
+    def body_complete(self) -> None:
+        """The request handler has the whole body: the read deadline no longer applies."""
+        self.body = None
+        self.arriving = False
+        self._disarm()
+
+    def idle(self) -> bool:
+        """An idle keep-alive connection: it was answered and waits for its next request
+        (one that never sent a request is the read deadline's)."""
+        waiter = self._waiter
+        return (self._request_count > 0 and waiter is not None and not waiter.done()
+                and not self._request_in_progress and not self.arriving and not self._messages
+                and self.transport is not None and not self.transport.get_write_buffer_size())
+
+    def idle_since(self) -> float:
+        """When the connection became idle (its keep-alive deadline, same timeout for all)."""
+        return float(self._next_keepalive_close_time)
+
+    def drop(self) -> None:
+        """Close now, uncounting the connection at once."""
+        self._disarm()
+        if self.address is not None:
+            self.guard.handlers.discard(self)
+            self.guard.leave(self.address)
+            self.address = None
+        self.force_close()
+
+    def buffered(self, now: float) -> int:
+        """Bytes waiting in the write buffer; notes when it last made progress."""
+        transport = self.transport
+        size = transport.get_write_buffer_size() if transport is not None else 0
+        if not size:
+            self.stalled_since = None
+        elif self.stalled_since is None or size < self.write_mark:
+            self.stalled_since = now  # new bytes waiting, or the reader took some
+        self.write_mark = size
+        return size
+
+    def abort_slow(self, why: str) -> None:
+        """Abort a connection whose reader does not take its answer (frees the buffer)."""
+        self.guard.aborted_slow += 1
+        self.guard.timeouts.warning("slow reader", "aborted a connection of %s: %s",
+                                    clean(self.address), why)
+        transport = self.transport
+        self.drop()
+        if transport is not None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.abort()
 
     def _arm(self) -> None:
         if self.deadline is not None:
@@ -160,6 +283,11 @@ class GuardedHandler(web.RequestHandler):
         self.deadline = None
         if self._force_close or self.transport is None:
             return
+        if self.body is not None and self.body.is_eof():
+            # The parser fed the body's end outside data_received (it holds bytes back past
+            # the reader's high-water mark): the request is complete and being handled.
+            self.body_complete()
+            return
         self.guard.timeouts.warning("timeout", "request from %s not received within %g s",
                                     clean(self.address), self.guard.read_timeout)
         if not self._request_in_progress and self.arriving:
@@ -185,6 +313,7 @@ class GuardedHandler(web.RequestHandler):
         """Stop the deadline and uncount the connection."""
         self._disarm()
         if self.address is not None:
+            self.guard.handlers.discard(self)
             self.guard.leave(self.address)
             self.address = None
         super().connection_lost(exc)
@@ -215,6 +344,41 @@ class GuardedAppRunner(web.AppRunner):
                              handler_cancellation=plain.handler_cancellation,
                              loop=asyncio.get_running_loop(), guard=self.guard,
                              **plain._kwargs)
+
+
+def body_complete(request: BaseRequest) -> None:
+    """Tell the connection's guard that `request`'s body has been read in full."""
+    protocol = request.protocol
+    if isinstance(protocol, GuardedHandler):
+        protocol.body_complete()
+
+
+_libc: Any = None
+
+
+def _c_library() -> Any:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _libc = False
+    return _libc
+
+
+def tune_malloc() -> None:
+    """Big buffers (answers, bodies) from their own mappings, so freeing them returns the
+    memory to the system (glibc's adaptive threshold would keep them in the heap)."""
+    libc = _c_library()
+    if libc and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD: fixed, no longer adaptive
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc_trim)."""
+    libc = _c_library()
+    if libc and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -263,6 +427,14 @@ class BodyBudget:
         self.capacity = capacity
         self.used = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def try_acquire(self, size: int) -> bool:
+        """Reserve `size` bytes if they fit now (nobody waiting first); else False."""
+        size = min(size, self.capacity)
+        if self._waiters or self.used + size > self.capacity:
+            return False
+        self.used += size
+        return True
 
     async def acquire(self, size: int, timeout: float) -> bool:
         """Reserve `size` bytes (at most the capacity); False if not granted in time."""

@@ -204,7 +204,7 @@ class Dispatcher:
                     if part is not None and used + len(part) + 1 + pending > self.max_response:
                         exhausted = True
                         part = self._over_budget(_id_of(item), False)
-                    elif part is not None and not await self._hold(len(part), request):
+                    elif part is not None and not self._hold(len(part), request):
                         exhausted = True
                         part = orjson.dumps(error_response(errors.unavailable(
                             "server busy building other answers; try again", 1),
@@ -223,11 +223,12 @@ class Dispatcher:
             if held and self.memory is not None:
                 self.memory.release(held)
 
-    async def _hold(self, size: int, request: Request) -> bool:
-        """Reserve `size` bytes of answers being built, waiting a little (False: busy)."""
+    def _hold(self, size: int, request: Request) -> bool:
+        """Reserve `size` bytes of answers being built (False: busy; the caller drops the
+        answer at once, so batches over the budget never hold their answers)."""
         if self.memory is None or size < 16 * 1024:
             return True  # small answers are not worth counting
-        if await self.memory.acquire(size, 1.0):
+        if self.memory.try_acquire(size):
             return True
         self.warn.warning("busy", "answers being built fill memory: a batch of %s cut short",
                           clean(request.remote))

@@ -12,6 +12,7 @@ from aiohttp import web
 from rpc.app import create_app
 from rpc.guard import (
     ConnectionGuard, GuardedAppRunner, fit_connections_to_descriptors, quiet_accept_errors,
+    tune_malloc,
 )
 from rpc.settings import Settings, parse_settings
 from store.base import StoreUnavailable
@@ -27,8 +28,11 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings)
     guard = ConnectionGuard(fit_connections_to_descriptors(settings.max_connections),
                             settings.max_connections_per_address, settings.read_timeout,
-                            settings.trusted_proxies)
+                            settings.trusted_proxies,
+                            write_budget=max(16 * settings.max_response, 64 * 1024 * 1024))
     quiet_accept_errors(asyncio.get_running_loop(), guard)
+    tune_malloc()
+    watchdog = asyncio.create_task(guard.watch_writes(), name="write watchdog")
     runner = GuardedAppRunner(app, guard, handle_signals=True, shutdown_timeout=5,
                               keepalive_timeout=KEEPALIVE_TIMEOUT, read_bufsize=READ_BUFSIZE,
                               access_log_format='%a "%r" %s %b %Tfs')
@@ -41,6 +45,7 @@ async def serve(settings: Settings) -> None:
             settings.data_dir)
         await asyncio.Event().wait()
     finally:
+        watchdog.cancel()
         await runner.cleanup()
 
 

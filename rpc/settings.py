@@ -32,6 +32,7 @@ class Settings:
     trusted_proxies: frozenset[str] = frozenset()
     cors_origins: frozenset[str] = frozenset()
     public_url: str | None = None
+    file_store: str = "disk"  # where uploads live: disk (files/) or database
 
     @property
     def db_path(self) -> Path:
@@ -75,6 +76,10 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
      "seconds an account must exist before its reports count toward a ban"),
     ("min-password", int,
      "characters (code points) a new account's password needs; existing accounts unaffected"),
+    ("send-limit", int,
+     "messages one user may send per --send-period window, all chats together (a flood "
+     "bound for the disk; the general chat also has --rate-limit)"),
+    ("send-period", float, "length in seconds of the fixed --send-limit window"),
 ]
 
 
@@ -125,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "client address")
     p.add_argument("--cors-origins", default=_env("cors-origins") or "",
                    help="comma-separated origins (or *) allowed to call the API from a browser")
+    p.add_argument("--file-store", choices=["disk", "database"], default=_env("file-store"),
+                   help="where uploaded files live: disk (files/ under --data-dir) or "
+                        "database (so that processes on other machines serve them); "
+                        "default: database with --store postgres, else disk")
     p.add_argument("--public-url", default=_env("public-url"),
                    help="the server's public base URL (for /openrpc.json); default: from "
                         "the request")
@@ -162,7 +171,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
                     max_connections=args.max_connections,
                     max_connections_per_address=args.max_connections_per_address,
                     trusted_proxies=_csv(args.trusted_proxies),
-                    cors_origins=_csv(args.cors_origins), public_url=args.public_url)
+                    cors_origins=_csv(args.cors_origins), public_url=args.public_url,
+                    file_store=args.file_store or (
+                        "database" if args.store == "postgres" else "disk"))
 
 
 def _csv(text: str) -> frozenset[str]:

@@ -29,7 +29,8 @@ _counter = itertools.count()
 
 # Tests register many users from one address with short passwords; the tests of those
 # limits pass their own values (a later flag wins).
-TEST_DEFAULTS = ("--register-limit", "1000000", "--min-password", "1")
+TEST_DEFAULTS = ("--register-limit", "1000000", "--min-password", "1",
+                 "--send-limit", "1000000000")
 
 
 def free_port() -> int:
@@ -65,15 +66,144 @@ def _die_with_parent() -> None:
         pass
 
 
+# Server processes are forked from a process that imported the server once (a multiprocessing
+# forkserver): a start then costs a fork instead of a Python start-up and ~0.4 s of imports.
+# They are real processes all the same: own pid, signals, exit codes, `rpc.server.main` run
+# from the top. MESSENGER_TEST_FORK=0 starts each with `python -m rpc.server` instead.
+FORK = os.environ.get("MESSENGER_TEST_FORK", "1") != "0"
+_forkserver: Any = None
+
+
+def _zygote() -> Any:
+    """The multiprocessing context whose forkserver has the server imported."""
+    global _forkserver
+    if _forkserver is None:
+        import multiprocessing
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["rpc.server", "store.postgres", "client.cli",
+                                    "tests.support"])
+        _forkserver = ctx
+    return _forkserver
+
+
+def _serve_forked(argv: list[str], log_path: str, env: dict[str, str]) -> None:
+    """In the forked child: what `python -m rpc.server ARGV` would do, logging to log_path."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(ROOT)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    _die_with_parent()  # the forkserver: it ends with the test process
+    from rpc.server import main
+    main(argv)
+
+
+def _run_module_forked(module: str, argv: list[str], env: dict[str, str], cwd: str,
+                       stdin: str, out_path: str, err_path: str) -> None:
+    """In the forked child: `python -m MODULE ARGV` with stdin given and output to files."""
+    import runpy
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    r, w = os.pipe()
+    with os.fdopen(w, "w", encoding="utf-8") as feed:  # small inputs: fits the pipe
+        feed.write(stdin)
+    os.dup2(r, 0)
+    os.close(r)
+    for target, path in ((1, out_path), (2, err_path)):
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+    _die_with_parent()
+    sys.argv = [module, *argv]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, stdin: str = "",
+               timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run([python, "-m", module, *args], ...)` with text output captured, in a
+    process forked from the zygote (FORK) so that it skips Python's start-up and imports."""
+    if not FORK or len(stdin.encode()) > 32 * 1024:
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                              input=stdin, capture_output=True, text=True, timeout=timeout)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        process = _zygote().Process(target=_run_module_forked, daemon=True, args=(
+            module, list(args), dict(env), str(cwd), stdin, out, err))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+            raise subprocess.TimeoutExpired([module, *args], timeout)
+        with open(out, encoding="utf-8", errors="replace") as f:
+            stdout = f.read()
+        with open(err, encoding="utf-8", errors="replace") as f:
+            stderr = f.read()
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args],
+                                       process.exitcode, stdout, stderr)
+
+
+class ForkedProcess:
+    """The part of `subprocess.Popen` the tests use, over a forked multiprocessing.Process."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        ctx = _zygote()
+        self.process = ctx.Process(target=_serve_forked, daemon=True,
+                                   args=(argv, str(log_path), dict(os.environ)))
+        self.process.start()
+        self.pid: int = self.process.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
+        if self.returncode is None and not self.process.is_alive():
+            self.returncode = self.process.exitcode
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit; its code (TimeoutExpired when it does not come in time)."""
+        self.process.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(["rpc.server"], timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the process."""
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+
+class PortTaken(RuntimeError):
+    """The server could not listen: another process took the port first."""
+
+
+_DIE_WITH_PARENT = _die_with_parent
+
+
 class ServerProcess:
-    """`messenger-server` as a subprocess with its own data directory."""
+    """`messenger-server` as a process of its own (forked, see FORK) with its own data directory."""
 
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
         self.args = list(args)
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.started_once = False
 
     @property
     def url(self) -> str:
@@ -81,18 +211,46 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServerProcess":
-        """Start and wait until it answers."""
+        """Start and wait until it answers.
+
+        The port was free when picked, but a test running in parallel (pytest -n) may take
+        it first: a first start then moves to another free port (a restart keeps its port).
+        """
+        for attempt in range(5):
+            try:
+                return self._start()
+            except PortTaken:
+                if self.started_once or attempt == 4:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> "ServerProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rpc.server", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *TEST_DEFAULTS, *self.args],
-            cwd=ROOT, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+        log_start = log.tell()
+        argv = ["--port", str(self.port), "--data-dir", str(self.data_dir), *TEST_DEFAULTS,
+                *self.args]
+        # A test that puts its own code in the child (monkeypatching _die_with_parent) gets a
+        # fresh interpreter: only there does that code run before the server.
+        if FORK and _die_with_parent is _DIE_WITH_PARENT:
+            log.close()
+            self.proc = ForkedProcess(argv, self.log_path)
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rpc.server", *argv], cwd=ROOT,
+                                         stdout=log, stderr=log, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc = None
+                with open(self.log_path, "rb") as f:
+                    f.seek(log_start)
+                    said = f.read().decode(errors="replace")
+                if f"port {self.port} is already in use" in said:
+                    raise PortTaken(said)
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/openrpc.json", timeout=1):
+                    self.started_once = True
                     return self
             except OSError:
                 time.sleep(0.05)

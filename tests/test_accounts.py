@@ -6,7 +6,7 @@ import asyncio
 import statistics
 import threading
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -14,10 +14,12 @@ import pexpect
 import pytest
 
 from methods.passwords import HashGate
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, unique_name
 from tests.test_repl import Terminal
 
 ServerFactory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 
 
 class Net:
@@ -170,16 +172,17 @@ async def test_new_accounts_need_min_password(server_factory: ServerFactory,
     assert await net.code(url, veteran, "y") == 401
 
 
-async def test_registrations_per_address_per_window(server_factory: ServerFactory,
+async def test_registrations_per_address_per_window(inproc_factory: InProcFactory,
                                                     net: Net) -> None:
-    period = 4
-    server = server_factory("--register-limit", "3", "--register-period", str(period),
-                            "--min-password", "4")
+    """(In-process with a FakeClock: windows of an hour, moved through instead of slept.)"""
+    period = 3600
+    server = await inproc_factory("--register-limit", "3", "--register-period", str(period),
+                                  "--min-password", "4")
     url = server.url
     existing = unique_name("old")
     assert await net.code(url, existing, "existing", host=9) == 200
     # Start at the beginning of a fixed window so the whole test fits in it.
-    await asyncio.sleep(period - time.time() % period + 0.05)
+    await server.advance(period - server.now() % period + 0.05)
     assert await net.code(url, unique_name("tiny"), "pw", host=8) == -32602  # not counted
     codes = await asyncio.gather(*(net.code(url, unique_name("reg"), "password", host=8)
                                    for _ in range(3)))
@@ -191,8 +194,11 @@ async def test_registrations_per_address_per_window(server_factory: ServerFactor
     # Logins are not registrations, and other addresses have their own count.
     assert await net.code(url, existing, "existing", host=8) == 200
     assert await net.code(url, unique_name("other"), "password", host=10) == 200
-    # Refused attempts did not count: the next window gives the full three again.
-    await asyncio.sleep(period - time.time() % period + 0.05)
+    # Still refused late in the window; refused attempts did not count: the next window
+    # gives the full three again.
+    await server.advance(period - server.now() % period - 30)
+    error_of(await net.connect(url, unique_name("reg"), "password", host=8), 429)
+    await server.advance(period - server.now() % period + 0.05)
     codes = await asyncio.gather(*(net.code(url, unique_name("reg"), "password", host=8)
                                    for _ in range(4)))
     assert sorted(codes) == [200] * 3 + [429], codes
@@ -259,8 +265,9 @@ async def test_hash_gate_keeps_a_slot_for_logins_and_lets_addresses_take_turns()
         tasks.append(asyncio.create_task(gate.run(address, registration, work, tag)))
         await asyncio.sleep(0)
     assert await asyncio.gather(*tasks) == [tag for tag, _, _ in jobs]
-    # The login did not wait behind the registrations; B's turn came before A's third.
-    assert started == ["r1", "l1", "r2", "r4", "r3"], started
+    # The login did not wait behind the registrations; B, which had not hashed lately,
+    # went before A's second and third.
+    assert started == ["r1", "l1", "r4", "r2", "r3"], started
     assert running["max_all"] == 2 and running["max_reg"] == 1, running
     assert gate.running == [0, 0] and gate.waiting() == 0
 

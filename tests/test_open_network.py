@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -25,9 +26,11 @@ from store.sql import SqlTx
 from store.sqlite import SqliteStore
 from tests import support
 from tests.helpers import stored_files
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, unique_name, wait_until
 
 ServerFactory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 HUGE_TEXT = "\u0001" * 4000  # 4,000 characters, 24,000 bytes once JSON-escaped
 
 
@@ -497,6 +500,8 @@ async def crowded_store(tmp_path: Path) -> AsyncIterator[Services]:
                                     " VALUES (?, ?)", f"s_{i}", f"f_{j}")
 
     await store.write(fill)
+    for i in range(8_400):  # real files: unlinking thousands takes long on a slow disk
+        (files_dir / f"f_{i}").write_bytes(b"x")
     yield services
     await store.close()
 
@@ -523,15 +528,21 @@ async def test_the_purge_never_stalls_the_loop(crowded_store: Services) -> None:
         "SELECT COUNT(*) FROM messages UNION ALL SELECT COUNT(*) FROM files"))
     assert [r[0] for r in left] == [0, 2_400]
     print(f"purge of 20,000 messages and 6,000 files: worst loop stall {worst * 1000:.1f} ms")
-    assert worst < 0.1, worst
+    # (Unlinking the 6,000 files on the loop stalls it ~45 ms on a fast disk, seconds on a
+    # slow one; in worker threads the stall is the database chunks', a few ms.)
+    assert worst < 0.03, worst
     assert os.path.isdir(services.files_dir)
+    assert len(os.listdir(services.files_dir)) == 2_400
 
 
 async def test_storage_and_schedule_limits_on_postgres(
-        server_factory: ServerFactory, http: aiohttp.ClientSession, pg_url: str) -> None:
-    server = server_factory("--store", "postgres", "--database-url", pg_url,
-                            "--user-storage", "100000", "--max-scheduled", "2",
-                            "--message-ttl", "1")
+        inproc_factory: InProcFactory, http: aiohttp.ClientSession, pg_url: str) -> None:
+    """(In-process with a FakeClock: a half-hour TTL moved through instead of slept; the
+    background purger's passes are run by the test.)"""
+    ttl = 1800.0  # less than send_at_later's hour
+    server = await inproc_factory("--store", "postgres", "--database-url", pg_url,
+                                  "--user-storage", "100000", "--max-scheduled", "2",
+                                  "--message-ttl", str(ttl))
     api = Api(http, server.url)
     await api.connect(unique_name("pgl"))
     status, first = await upload(api, b"a" * 60_000)
@@ -542,15 +553,13 @@ async def test_storage_and_schedule_limits_on_postgres(
                  for _ in range(2)]
     assert (await api.error("messages.send", chat_id="general", text="3rd",
                             send_at=send_at_later())).code == 429
-    await asyncio.sleep(2)  # past the TTL: the scheduled attachment is kept
+    await server.advance(ttl + 1)  # past the TTL: the scheduled attachment is kept
+    await server.purge()
     assert (await upload(api, b"c" * 60_000))[0] == 413
     for entry in scheduled:
         await api.call("messages.cancel", scheduled_id=entry["scheduled_id"])
-
-    async def room_again() -> bool:
-        return (await upload(api, b"d" * 60_000))[0] == 200
-
-    await wait_until(room_again, timeout=5, interval=0.3)
+    await server.purge()
+    assert (await upload(api, b"d" * 60_000))[0] == 200
 
 
 async def test_connection_cap_fits_the_descriptor_limit(
@@ -578,3 +587,240 @@ async def test_connection_cap_fits_the_descriptor_limit(
     log = server.log()
     assert "--max-connections lowered from 4096 to 144" in log, log[-2000:]
     assert "Traceback" not in log and len(log) < 5000, log[-2000:]
+
+
+# -- open network I, second round (a red team's findings) -----------------------------------
+
+def address_session(local: str) -> aiohttp.ClientSession:
+    """An HTTP client whose connections come from `local` (another client address)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(local, 0)))
+
+
+async def send_unread(port: int, local: str, request: bytes) -> socket.socket:
+    """A connection that sends `request` and never reads (a tiny receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((local, 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, request)
+    return sock
+
+
+async def drain(sock: socket.socket, give_up: float = 5.0) -> int:
+    """Read a connection until it closes (or `give_up` seconds pass); bytes received."""
+    loop = asyncio.get_running_loop()
+    received = 0
+    deadline = time.monotonic() + give_up
+    try:
+        while time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20),
+                                           deadline - time.monotonic())
+            if not chunk:
+                break
+            received += len(chunk)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass
+    finally:
+        sock.close()
+    return received
+
+
+def history_request(api: Api, chat_id: str, calls: int, limit: int) -> bytes:
+    """A raw POST /rpc of a batch of `calls` messages.history calls."""
+    body = orjson.dumps([rpc("messages.history", {"chat_id": chat_id, "limit": limit}, i)
+                         for i in range(calls)])
+    return (b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+            % (str(api.token).encode(), len(body))) + body
+
+
+async def test_answers_nobody_reads_are_aborted_and_their_memory_returned(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    # 20 connections each ask for a 7 MB answer and never read it: the kernel takes ~4 MB
+    # of each, the rest waited in the server's write buffers (60+ MB) until keep-alive.
+    server = server_factory("--read-timeout", "2", "--max-response", "40000000")
+    assert server.proc is not None
+    api = Api(http, server.url)
+    await api.connect(unique_name("sr"))
+    chat_id = await huge_chat(api, 30)
+    request = history_request(api, chat_id, 10, 30)  # 10 x 30 x 24 KB: a 7.2 MB answer
+    before = rss_kib(server.proc.pid)
+    socks = [await send_unread(server.port, f"127.0.0.{2 + i % 4}", request)
+             for i in range(20)]
+    await asyncio.sleep(1.5)
+    peak = rss_kib(server.proc.pid)
+    await asyncio.sleep(5.5)  # no progress for --read-timeout: aborted; memory handed back
+    after = rss_kib(server.proc.pid)
+    received = await asyncio.gather(*[drain(s, 3) for s in socks])
+    print(f"RSS before {before // 1024} MB, peak {peak // 1024} MB, after {after // 1024} MB;"
+          f" received {sorted(received)[:3]}... of 7.2 MB each")
+    assert all(r < 7_000_000 for r in received), received  # cut, not delivered later
+    assert after - before < 30 * 1024, (before, peak, after)
+    assert "not reading its answer" in server.log()
+    assert (await api.call("session.status"))["username"] == api.username
+
+
+async def test_big_answers_built_at_once_share_one_memory_budget(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    # 150 batches of 100 history calls at once: each builds up to 4 MB (--max-response);
+    # together they once took 150 x 2.4 MB and more before any was sent.
+    server = server_factory("--read-timeout", "5")
+    assert server.proc is not None
+    api = Api(http, server.url)
+    await api.connect(unique_name("bb"))
+    chat_id = await huge_chat(api, 100)
+    request = history_request(api, chat_id, 100, 100)
+    before = rss_kib(server.proc.pid)
+    peak = before
+    socks = await asyncio.gather(*[send_unread(server.port, f"127.0.0.{2 + i % 3}", request)
+                                   for i in range(150)])
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        peak = max(peak, rss_kib(server.proc.pid))
+    for sock in socks:
+        sock.close()
+    print(f"RSS before {before // 1024} MB, peak {peak // 1024} MB")
+    assert peak - before < 200 * 1024, (before, peak)
+    assert (await api.call("session.status"))["username"] == api.username
+
+
+async def test_a_client_cut_while_its_body_waits_is_not_a_traceback(
+        server_factory: ServerFactory) -> None:
+    # 200 bodies of ~1 MB (the budget holds 16) are held unfinished; the read deadline cuts
+    # them, some while they wait for the budget (then reading the body found the
+    # connection closed: a RuntimeError, logged with a traceback and answered 500).
+    server = server_factory("--read-timeout", "2")
+    head = b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n["
+
+    writers = [(await asyncio.open_connection(
+        "127.0.0.1", server.port, local_addr=("127.0.0.77", 0)))[1] for _ in range(200)]
+    for writer in writers:  # all deadlines (from a request's first byte) at once
+        writer.write(head)
+    for writer in writers:
+        writer.write(b" " * 999_000)
+    await asyncio.gather(*[writer.drain() for writer in writers])
+    await asyncio.sleep(4)
+    for writer in writers:
+        writer.close()
+    log = server.log()
+    assert "Traceback" not in log and "internal error" not in log, log[-3000:]
+
+
+async def test_the_read_deadline_spares_a_request_being_handled(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    # A long poll whose 100 KB body (whitespace-padded) arrived at once outlives the
+    # --read-timeout: its body was complete, so the deadline no longer applies.
+    server = server_factory("--read-timeout", "1")
+    api = Api(http, server.url)
+    await api.connect(unique_name("rd"))
+    body = b'{"jsonrpc":"2.0","id":1,"method":"events.poll","params":{"timeout":2.5}}'
+    body = body[:-1] + b" " * 100_000 + b"}"
+    started = time.monotonic()
+    status, answer = await post_raw(api, body)
+    took = time.monotonic() - started
+    assert status == 200 and "result" in orjson.loads(answer), answer[:200]
+    assert took >= 2.4, took
+    # And a batch of 48 KB of sends is answered, however long the sends take.
+    sends = [rpc("messages.send", {"chat_id": "general", "text": "hi" + " " * 4000}, i)
+             for i in range(10)]
+    status, answer = await post_raw(api, orjson.dumps(sends) + b" " * 8_000)
+    assert status == 200, answer[:200]
+
+
+async def test_sends_are_limited_per_user_across_all_chats(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    server = server_factory("--send-limit", "5", "--send-period", "3600")
+    api = Api(http, server.url)
+    await api.connect(unique_name("sl"))
+    chat_id = (await api.call("chats.create", title="mine"))["chat"]["chat_id"]
+    for i in range(4):
+        await api.call("messages.send", chat_id=chat_id, text=f"m{i}")
+    await api.call("messages.send", chat_id=chat_id, text="later", send_at=send_at_later())
+    failure = await api.error("messages.send", chat_id=chat_id, text="one too many")
+    assert failure.code == 429, failure
+    assert 0 < failure.data["retry_after"] <= 3600 and failure.data["limit"] == 5
+    other = Api(http, server.url)
+    await other.connect(unique_name("sl"))
+    await other.call("messages.send", chat_id="general", text="others are not limited")
+
+
+async def test_an_occasional_login_stays_fast_while_60_addresses_log_in(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    server = server_factory()
+    flooder, victim = unique_name("hf"), unique_name("hv")
+    await Api(http, server.url).connect(flooder, "flood pw")
+    async with address_session("127.0.0.90") as own:
+        await Api(own, server.url).connect(victim, "victim pw")
+    async with address_session("127.0.0.91") as quiet:
+        started = time.monotonic()
+        await Api(quiet, server.url).connect(victim, "victim pw")
+        alone = time.monotonic() - started
+    stop = asyncio.Event()
+    logins = 0
+    busy: set[str] = set()  # attacking addresses that have logged in at least once
+
+    async def attacker(local: str) -> None:
+        nonlocal logins
+        async with address_session(local) as s:
+            while not stop.is_set():
+                await Api(s, server.url).connect(flooder, "flood pw")
+                logins += 1
+                busy.add(local)
+
+    attackers = [asyncio.create_task(attacker(f"127.0.5.{i}")) for i in range(1, 61)]
+    try:
+        # Every attacking address has logged in and keeps the gate busy (one at a time).
+        async def all_busy() -> bool:
+            return len(busy) == 60
+
+        await wait_until(all_busy, timeout=30)
+        took = []
+        for k in range(3):
+            async with address_session(f"127.0.0.{92 + k}") as s:
+                started = time.monotonic()
+                await Api(s, server.url).connect(victim, "victim pw")
+                took.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        await asyncio.gather(*attackers, return_exceptions=True)
+    print(f"login alone {alone * 1000:.0f} ms; with 60 addresses logging in ({logins} "
+          f"logins): {[round(t * 1000) for t in took]} ms")
+    assert max(took) < max(0.5, 8 * alone), (alone, took)
+
+
+async def test_idle_keep_alive_connections_make_room_at_the_cap(
+        server_factory: ServerFactory) -> None:
+    server = server_factory("--max-connections", "8", "--max-connections-per-address", "8")
+    held = []
+    for _ in range(8):  # each answered once, then idle on keep-alive
+        reader, writer = await open_idle(server.port, "127.0.0.2")
+        writer.write(b"GET /openrpc.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        held.append(writer)
+    await asyncio.sleep(0.1)
+    async with address_session("127.0.0.3") as s:
+        for _ in range(3):
+            async with s.get(server.url + "/openrpc.json") as r:
+                assert r.status == 200
+    for writer in held:
+        writer.close()
+    assert "closing an idle keep-alive connection" in server.log()
+
+
+async def test_repeated_blocks_log_a_bounded_number_of_lines(
+        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+    server = server_factory()
+    api = Api(http, server.url)
+    await api.connect(unique_name("lb"))
+    target = unique_name("lt")
+    await Api(http, server.url).connect(target)
+    for _ in range(10):
+        batch = [rpc("users.block" if i % 2 == 0 else "users.unblock", {"username": target}, i)
+                 for i in range(100)]
+        status, _ = await post_raw(api, orjson.dumps(batch))
+        assert status == 200
+    lines = [line for line in server.log().splitlines() if f"blocked {target}" in line]
+    assert len(lines) <= 20, len(lines)
