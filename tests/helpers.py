@@ -10,9 +10,11 @@ from typing import Any, Callable
 
 import aiohttp
 
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, unique_name
 
 Event = dict[str, Any]
+AnyServer = ServerProcess | InProcessServer  # a subprocess, or the app in this process
 
 
 def ts(text: str) -> float:
@@ -26,7 +28,7 @@ def rfc3339(when: float) -> str:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def connect_users(http: aiohttp.ClientSession, server: ServerProcess, count: int,
+async def connect_users(http: aiohttp.ClientSession, server: AnyServer, count: int,
                         prefix: str = "u") -> list[Api]:
     """`count` freshly registered, logged-in users, each with its stream cursor at the start."""
     apis = [Api(http, server.url) for _ in range(count)]
@@ -87,7 +89,7 @@ def chat_of(status: dict[str, Any], chat_id: str) -> dict[str, Any] | None:
     return None
 
 
-def db_rows(server: ServerProcess, sql: str, *args: object) -> list[tuple[Any, ...]]:
+def db_rows(server: AnyServer, sql: str, *args: object) -> list[tuple[Any, ...]]:
     """Rows of a query on the server's database, opened read-only beside the running server."""
     uri = f"file:{server.data_dir / 'messenger.db'}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=5)
@@ -97,7 +99,7 @@ def db_rows(server: ServerProcess, sql: str, *args: object) -> list[tuple[Any, .
         conn.close()
 
 
-def stored_files(server: ServerProcess) -> set[str]:
+def stored_files(server: AnyServer) -> set[str]:
     """Names of everything under <data_dir>/files (partial uploads included)."""
     files_dir: Path = server.data_dir / "files"
     return {p.name for p in files_dir.iterdir()} if files_dir.exists() else set()

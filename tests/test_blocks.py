@@ -2,11 +2,10 @@
 and a REPL that prints others' text without control characters."""
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -14,10 +13,13 @@ import pytest
 from client import MessengerClient
 from client.render import printable
 from client.repl import Repl
+from tests.helpers import ts
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, unique_name
 from tests.test_client_cli import Cli
 
 Factory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 PASSWORD = "long enough pw"
 
 
@@ -180,11 +182,12 @@ async def test_banned_user_cannot_add_anyone(server_factory: Factory,
 # -- reports -------------------------------------------------------------------------------
 
 async def test_reports_count_only_from_old_accounts_and_never_during_a_ban(
-        server_factory: Factory, http: aiohttp.ClientSession) -> None:
-    server = server_factory("--ban-threshold", "2", "--ban-duration", "1.5",
-                            "--report-min-age", "1")
+        inproc_factory: InProcFactory, http: aiohttp.ClientSession) -> None:
+    """(In-process with a FakeClock: hours-long settings, moved through instead of slept.)"""
+    server = await inproc_factory("--ban-threshold", "2", "--ban-duration", "7200",
+                                  "--report-min-age", "3600")
     target, r1, r2, r3 = await users(http, server.url, 4)
-    await asyncio.sleep(1.1)  # r1..r3 are old enough now
+    await server.advance(3600.1)  # r1..r3 are old enough now
     [young] = await users(http, server.url, 1)
     assert await young.call("users.report", username=target.username) == {
         "reports": 0, "banned_until": None}  # recorded, but it does not count
@@ -199,10 +202,10 @@ async def test_reports_count_only_from_old_accounts_and_never_during_a_ban(
     status = await target.call("session.status")
     assert status["banned_until"] == ban["banned_until"]
     # After the ban the reports behind it are used up, and r3's did not carry over.
-    deadline = time.monotonic() + 5
-    while (await target.call("session.status"))["banned_until"] is not None:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    await server.advance(3600)
+    assert (await target.call("session.status"))["banned_until"] == ban["banned_until"]
+    await server.advance_to(ts(ban["banned_until"]) + 0.05)
+    assert (await target.call("session.status"))["banned_until"] is None
     assert (await r3.call("users.report", username=target.username)) == {
         "reports": 1, "banned_until": None}
     # young is old enough now: its report counts, and with r3's it bans again.

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from client import MessengerClient
-from tests.support import ROOT, ServerProcess, free_port, unique_name
+from tests.support import ROOT, ServerProcess, free_port, run_module, unique_name
 
 
 class Cli:
@@ -34,9 +34,8 @@ class Cli:
         return [sys.executable, "-m", "client", *args]
 
     def run(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        """Run to completion."""
-        return subprocess.run(self.command(*args), cwd=ROOT, env=self.env, input=stdin,
-                              capture_output=True, text=True, timeout=30)
+        """Run to completion (a process of its own, forked: see tests.support.run_module)."""
+        return run_module("client", list(args), self.env, ROOT, stdin, timeout=30)
 
     def ok(self, *args: str) -> Any:
         """Run, expect exit 0, return the JSON printed on stdout."""

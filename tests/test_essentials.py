@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
+import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
+import pexpect
 import pytest
 
 from client import MessengerClient
 from client.repl import Repl
-from tests.support import ROOT, Api, ServerProcess, unique_name
+from tests.inproc import InProcessServer
+from tests.support import ROOT, Api, ServerProcess, run_module, unique_name
+from tests.test_repl import Peer, Terminal
 
 Factory = Callable[..., ServerProcess]
 
@@ -28,7 +30,8 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
     return ("--store", "postgres", "--database-url", request.getfixturevalue("pg_url"))
 
 
-async def users(http: aiohttp.ClientSession, server: ServerProcess, n: int) -> list[Api]:
+async def users(http: aiohttp.ClientSession, server: ServerProcess | InProcessServer,
+                n: int) -> list[Api]:
     """`n` freshly registered, logged-in users."""
     apis = []
     for _ in range(n):
@@ -73,11 +76,13 @@ async def test_edit_rules_event_history_and_expiry(
 
 
 async def test_edit_and_delete_of_an_expired_message_are_404(
-        http: aiohttp.ClientSession, server_factory: Factory) -> None:
-    server = server_factory("--message-ttl", "1")
+        http: aiohttp.ClientSession, inproc_factory: Callable[..., Awaitable[InProcessServer]],
+) -> None:
+    """(In-process with a FakeClock: an hour's TTL, moved through instead of slept.)"""
+    server = await inproc_factory("--message-ttl", "3600")
     [alice] = await users(http, server, 1)
     sent = (await alice.call("messages.send", chat_id="general", text="brief"))["message"]
-    await asyncio.sleep(1.2)
+    await server.advance(3600.2)
     assert (await alice.error("messages.edit", message_id=sent["message_id"],
                               text="x")).code == 404
     assert (await alice.error("messages.delete", message_id=sent["message_id"])).code == 404
@@ -382,8 +387,7 @@ async def test_repl_edit_delete_search_and_seen_receipts(server: ServerProcess) 
 
 def test_messenger_call_new_methods(server: ServerProcess, tmp_path: Path) -> None:
     def call(*args: str) -> Any:
-        done = subprocess.run([sys.executable, "-m", "client", "call", *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=30)
+        done = run_module("client", ["call", *args], env, ROOT, timeout=30)  # forked process
         assert done.returncode == 0, done.stderr
         return orjson.loads(done.stdout)
 
@@ -401,3 +405,54 @@ def test_messenger_call_new_methods(server: ServerProcess, tmp_path: Path) -> No
     assert call("chats.read", "chat_id=general") == {}
     assert call("messages.delete", f"message_id={mid}") == {}
     assert call("messages.search", "query=typo")["messages"] == []
+
+
+def test_repl_in_a_terminal_edits_deletes_searches_and_shows_receipts(
+        server: ServerProcess) -> None:
+    me = unique_name("tm")
+    Peer(server.url, name=me).call("session.disconnect")
+    bob = Peer(server.url, "tb")
+    term = Terminal(server.url, me)
+    try:
+        term.see("#general>")
+        term.line(f"/to {bob.name} are you there, bob?")
+        short = term.expect(re.escape(f"{me}: are you there, bob?") + r"  \((\S+)\)")[1]
+        direct = bob.call("messages.history", chat_id=bob.call("session.status")["chats"][1][
+            "chat_id"])["messages"][-1]
+        assert direct["message_id"].startswith(short)
+        bob.call("chats.read", chat_id=direct["chat_id"])
+        term.see(f"✓ seen by {bob.name}")
+        term.line("/search BOB there")
+        term.see("— 1 match, newest first —")
+        term.line(f"/edit {short} are you still there?")
+        term.see("* edited: ")
+        term.see("are you still there?")
+        assert bob.call("messages.history", chat_id=direct["chat_id"])["messages"][-1][
+            "edited_at"]
+        term.line(f"/delete {short}")
+        term.see(f"* deleted {short}")
+        assert bob.call("messages.history", chat_id=direct["chat_id"])["messages"] == []
+        # A message bob sends to the chat I am in is marked read as it is shown.
+        term.line(f"/chat @{bob.name}")
+        term.see(f"@{bob.name}>")
+        sent = bob.call("messages.send", to=me, text="yes, here")["message"]
+        term.see("yes, here")
+        deadline = time.monotonic() + 5
+        receipts: list[str] = []
+        while sent["message_id"] not in receipts:
+            assert time.monotonic() < deadline, f"no receipt for {sent['message_id']}"
+            time.sleep(0.1)
+            receipts = [e["message_id"] for e in bob_events(bob)
+                        if e["type"] == "read" and e["username"] == me]
+        term.line("/quit")
+        term.child.expect(pexpect.EOF, timeout=10)
+    finally:
+        term.close()
+
+
+def bob_events(peer: Peer) -> list[Any]:
+    """Every event in a peer's stream (nothing acknowledged)."""
+    async def go() -> list[Any]:
+        async with MessengerClient(peer.url, token=peer.token) as client:
+            return list((await client.poll(timeout=0, limit=1000))["events"])
+    return asyncio.run(go())

@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from urllib.parse import unquote
 
 import aiohttp
@@ -14,9 +14,11 @@ import pytest
 from tests.helpers import (
     connect_users, db_rows, events_until, rfc3339, stored_files, ts,
 )
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess, running_server, wait_until
 
 ServerFactory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 MiB = 1024 * 1024
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00"
        b"\x00\x1f\xf3\xffa")
@@ -297,11 +299,13 @@ async def test_files_need_a_token(shared_server: ServerProcess,
     assert (await download(owner, f["file_id"]))[0] == 401
 
 
-async def test_expiry_removes_files(server_factory: ServerFactory,
+async def test_expiry_removes_files(inproc_factory: InProcFactory,
                                     http: aiohttp.ClientSession) -> None:
     """When its message expires the file goes: 404 and no bytes on disk; a pending schedule
-    keeps its attachment alive until it is sent."""
-    server = server_factory("--message-ttl", "1.5")
+    keeps its attachment alive until it is sent. (In-process with a FakeClock: an hour's TTL
+    moved through instead of slept; the background purger's pass is run by the test.)"""
+    ttl = 3600.0
+    server = await inproc_factory("--message-ttl", str(ttl))
     sender, reader = await connect_users(http, server, 2)
     data = os.urandom(2048)
     f = await uploaded(sender, data, "ephemeral.bin")
@@ -309,7 +313,7 @@ async def test_expiry_removes_files(server_factory: ServerFactory,
     path = server.data_dir / "files" / f["file_id"]
     message = (await sender.call("messages.send", chat_id="general", text="short",
                                  attachments=[f["file_id"]]))["message"]
-    due = time.time() + 2.5
+    due = server.now() + ttl + 2400
     await sender.call("messages.send", to=reader.username, text="attached later",
                       attachments=[later["file_id"]], send_at=rfc3339(due))
     assert (await download(reader, f["file_id"]))[:3:2] == (200, data)
@@ -319,10 +323,17 @@ async def test_expiry_removes_files(server_factory: ServerFactory,
         statuses = {(await download(u, f["file_id"]))[0] for u in (reader, sender)}
         return statuses == {404} and not path.exists()
 
-    await wait_until(gone, timeout=ts(message["expires_at"]) - time.time() + 2.5, interval=0.1)
+    await server.advance_to(ts(message["expires_at"]) - 30)
+    await server.purge()
+    assert (await download(reader, f["file_id"]))[:3:2] == (200, data)
+    await server.advance_to(ts(message["expires_at"]) + 0.05)
+    await server.purge()
+    assert await gone()
     assert not db_rows(server, "SELECT 1 FROM files WHERE file_id = ?", f["file_id"])
 
     # The scheduled message's file outlived the ttl because it was still to be sent.
+    assert (await download(sender, later["file_id"]))[:3:2] == (200, b"for later")
+    await server.advance_to(due)
     seen = await events_until(reader, lambda e: e["type"] == "message"
                               and e["message"]["text"] == "attached later", timeout=4)
     delivered = next(e["message"] for e in seen if e["type"] == "message"

@@ -16,7 +16,7 @@ import pytest
 
 from client import MessengerClient
 from client.render import day_and_clock, parse_when, rfc3339
-from tests.support import ROOT, ServerProcess, free_port, unique_name
+from tests.support import ROOT, ServerProcess, free_port, run_module, unique_name
 from tests.test_repl import Peer, Terminal
 
 
@@ -124,8 +124,7 @@ def cli(url: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`messenger ARGS` with a private config directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
     env.update(XDG_CONFIG_HOME=str(config), MESSENGER_SERVER=url)
-    return subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    return run_module("client", list(args), env, ROOT, timeout=30)  # a forked process
 
 
 def test_call_without_a_session_says_how_to_log_in(server: ServerProcess,

@@ -1,35 +1,35 @@
 """Message rules end to end: lifetime, general-chat quota, comments, scheduling, reports and bans.
 
-Every test runs a real server subprocess with seconds-long settings and talks to it over HTTP.
+Every test talks to a real server over HTTP. Time rules run the real app in-process with a
+FakeClock (tests/inproc.py) and production-sized settings, moving time instead of sleeping.
 """
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import pytest
 
 from tests.helpers import (
-    all_events_since, chat_of, connect_users, db_rows, events_until, message_texts, rfc3339,
-    sleep_until, ts,
+    all_events_since, chat_of, connect_users, db_rows, events_until, message_texts, rfc3339, ts,
 )
-from tests.support import Api, ServerProcess, wait_until
+from tests.inproc import InProcessServer
+from tests.support import Api, ServerProcess
 
-ServerFactory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 
 
 # -- lifetime -------------------------------------------------------------------------------
 
-TTL = 1.5
+TTL = 3600.0
 
 
 async def test_messages_and_comments_expire_everywhere(
-        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
+        inproc_factory: InProcFactory, http: aiohttp.ClientSession) -> None:
     """expires_at = sent_at + ttl; afterwards gone from history, poll, unread, and the database."""
-    server = server_factory("--message-ttl", str(TTL))
+    server = await inproc_factory("--message-ttl", str(TTL))
     author, reader, commenter = await connect_users(http, server, 3)
     start = reader.cursor
     assert start is not None
@@ -58,9 +58,16 @@ async def test_messages_and_comments_expire_everywhere(
                     *ids)
     assert {r[0] for r in in_db} == ids
 
-    await sleep_until(max(ts(m["expires_at"]) for m in (sent, comment, direct)) + 0.05)
+    # Just before expiry they are still there.
+    await server.advance_to(min(ts(m["expires_at"]) for m in (sent, comment, direct)) - 30)
+    page = await reader.call("messages.history", chat_id="general")
+    assert [m["message_id"] for m in page["messages"]] == [sent["message_id"],
+                                                           comment["message_id"]]
 
-    # After expiry: not in history, not in a re-poll of the old cursor, not unread.
+    await server.advance_to(max(ts(m["expires_at"]) for m in (sent, comment, direct)) + 0.05)
+
+    # After expiry (and before any purge): not in history, not in a re-poll of the old
+    # cursor, not unread.
     for chat_id in ("general", direct["chat_id"]):
         page = await reader.call("messages.history", chat_id=chat_id)
         assert not ids & {m["message_id"] for m in page["messages"]}
@@ -77,24 +84,26 @@ async def test_messages_and_comments_expire_everywhere(
                                  before=sent["message_id"])
     assert failure.code == 404
 
-    # The purge (every max(0.5, ttl/4) s) deletes the rows and their events for real.
-    async def purged() -> bool:
-        left = db_rows(server, f"SELECT COUNT(*) FROM messages WHERE message_id IN ({marks})",
-                       *ids)[0][0]
-        left += db_rows(server, f"SELECT COUNT(*) FROM events WHERE message_id IN ({marks})",
-                        *ids)[0][0]
-        return bool(left == 0)
+    # The purge (the background purger's pass) deletes the rows and their events for real.
+    # (That the purger runs by itself: tests/test_open_network.py, a real server process.)
+    def left() -> int:
+        count: int = db_rows(
+            server, f"SELECT COUNT(*) FROM messages WHERE message_id IN ({marks})", *ids)[0][0]
+        count += db_rows(
+            server, f"SELECT COUNT(*) FROM events WHERE message_id IN ({marks})", *ids)[0][0]
+        return count
 
-    await wait_until(purged, timeout=3, interval=0.1)
+    await server.purge()
+    assert left() == 0
 
 
 # -- general-chat quota ---------------------------------------------------------------------
 
-async def test_general_chat_quota(server_factory: ServerFactory,
+async def test_general_chat_quota(inproc_factory: InProcFactory,
                                   http: aiohttp.ClientSession) -> None:
-    """3 general messages per 4 s window; the 4th is 429 with retry_after; other chats are free."""
-    limit, period = 3, 4.0
-    server = server_factory("--rate-limit", str(limit), "--rate-period", str(period))
+    """3 general messages per hour window; the 4th is 429 with retry_after; other chats are free."""
+    limit, period = 3, 3600.0
+    server = await inproc_factory("--rate-limit", str(limit), "--rate-period", str(period))
     sender, other = await connect_users(http, server, 2)
     group = (await sender.call("chats.create", title="no quota here",
                                members=[other.username]))["chat"]
@@ -107,13 +116,13 @@ async def test_general_chat_quota(server_factory: ServerFactory,
     quota = (await sender.call("session.status"))["quota"]
     assert quota["limit"] == limit and quota["remaining"] == limit
     resets = ts(quota["resets_at"])
-    assert 0 < resets - time.time() <= period + 0.01
-    if resets - time.time() < 2.5:  # too little of this window left: use the next one
-        await sleep_until(resets + 0.05)
-        quota = (await sender.call("session.status"))["quota"]
-        assert quota["remaining"] == limit
-        assert ts(quota["resets_at"]) == pytest.approx(resets + period, abs=0.002)
-        resets = ts(quota["resets_at"])
+    assert 0 < resets - server.now() <= period + 0.01
+    # Start a little after a window began, so the window ends while the test runs.
+    await server.advance_to(resets + 0.05)
+    quota = (await sender.call("session.status"))["quota"]
+    assert quota["remaining"] == limit
+    assert ts(quota["resets_at"]) == pytest.approx(resets + period, abs=0.002)
+    resets = ts(quota["resets_at"])
 
     for n in range(limit):
         await sender.call("messages.send", chat_id="general", text=f"general {n}")
@@ -121,15 +130,18 @@ async def test_general_chat_quota(server_factory: ServerFactory,
         assert quota["remaining"] == limit - 1 - n
         assert ts(quota["resets_at"]) == pytest.approx(resets, abs=0.002)
 
+    # Late in the window: retry_after counts down to its end.
+    await server.advance_to(resets - 600.4)
     failure = await sender.error("messages.send", chat_id="general", text="one too many")
-    now = time.time()
+    now = server.now()
     assert failure.code == 429
     retry = failure.data["retry_after"]
     assert isinstance(retry, int) and 1 <= retry <= math.ceil(period)
     assert abs(retry - math.ceil(resets - now)) <= 1
+    assert 600 <= retry <= 602
     # Scheduling into the general chat is checked against the quota too.
     failure = await sender.error("messages.send", chat_id="general", text="later",
-                                 send_at=rfc3339(time.time() + 30))
+                                 send_at=rfc3339(server.now() + 30))
     assert failure.code == 429
     # The refused messages left nothing behind.
     history = await other.call("messages.history", chat_id="general")
@@ -139,9 +151,12 @@ async def test_general_chat_quota(server_factory: ServerFactory,
     await sender.call("messages.send", to=other.username, text="still fine")
     await sender.call("messages.send", chat_id=group["chat_id"], text="still fine")
     await other.call("messages.send", chat_id="general", text="my own quota")
-    assert time.time() < resets, "the checks above must run inside one quota window"
+    assert server.now() < resets, "the checks above must run inside one quota window"
+    # Still refused shortly before the window ends.
+    await server.advance_to(resets - 30)
+    assert (await sender.error("messages.send", chat_id="general", text="x")).code == 429
 
-    await sleep_until(resets + 0.05)
+    await server.advance_to(resets + 0.05)
     await sender.call("messages.send", chat_id="general", text="new window")
     quota = (await sender.call("session.status"))["quota"]
     assert quota["remaining"] == limit - 1
@@ -217,15 +232,17 @@ def scheduled_events(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
             if e["type"] == "scheduled"]
 
 
-async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+async def test_scheduled_messages(inproc_factory: InProcFactory,
+                                  http: aiohttp.ClientSession) -> None:
     """Delivered within a second after send_at, never before; listing, cancelling, limits."""
+    server = await inproc_factory()
     author, recipient, stranger = await connect_users(http, server, 3)
     second_client = Api(http, server.url)  # another client of the author: same stream
     second_client.cursor = (await second_client.connect(author.username))["cursor"]
     start = recipient.cursor
     assert start is not None
 
-    due = time.time() + 1.5
+    due = server.now() + 90
     kept = await author.call("messages.send", to=recipient.username, text="on time",
                              send_at=rfc3339(due))
     assert list(kept) == ["scheduled"]
@@ -258,15 +275,16 @@ async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSes
                                       ("created", dropped_s["scheduled_id"]),
                                       ("cancelled", dropped_s["scheduled_id"])]
 
-    # Not before send_at...
-    seen = (await recipient.poll(recipient.cursor,
-                                 timeout=max(0.0, due - time.time() - 0.3)))["events"]
-    if time.time() < due:
-        assert seen == []
-    # ...but within about a second after it.
-    if not seen:
-        seen = await events_until(recipient, lambda e: e["type"] == "message", timeout=4)
-    arrived = time.time()
+    # Not before send_at (the scheduler has woken up at this time and run a pass)...
+    await server.advance_to(due - 30)
+    assert await server.fire_due() == 0
+    seen = (await recipient.poll(recipient.cursor, timeout=0.3))["events"]
+    assert server.now() < due
+    assert seen == []
+    # ...but within about a second after it: the scheduler notices without being asked.
+    await server.advance_to(due)
+    seen = await events_until(recipient, lambda e: e["type"] == "message", timeout=4)
+    arrived = server.now()
     delivered = [e["message"] for e in seen if e["type"] == "message"]
     assert [m["text"] for m in delivered] == ["on time"]
     assert 0 <= ts(delivered[0]["sent_at"]) - due < 1.0
@@ -278,24 +296,25 @@ async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSes
     assert failure.code == 409
 
     # The cancelled one never arrives, and the sent one arrived once.
-    await sleep_until(due + 0.8)
+    await server.advance_to(due + 0.8)
+    assert await server.fire_due() == 0
     general = await stranger.call("messages.history", chat_id="general")
     assert "never" not in [m["text"] for m in general["messages"]]
     assert message_texts(await all_events_since(recipient, start)) == ["on time"]
 
     # send_at in the past: delivered now.
     past = await author.call("messages.send", to=recipient.username, text="overdue",
-                             send_at=rfc3339(time.time() - 60))
+                             send_at=rfc3339(server.now() - 60))
     assert list(past) == ["message"]
-    assert ts(past["message"]["sent_at"]) == pytest.approx(time.time(), abs=2)
+    assert ts(past["message"]["sent_at"]) == pytest.approx(server.now(), abs=2)
     seen = await events_until(recipient, lambda e: e["type"] == "message")
     assert message_texts(seen) == ["overdue"]
 
     # Up to a year ahead is fine; beyond it, or without a time zone, is invalid.
     far = await author.call("messages.send", to=recipient.username, text="next year",
-                            send_at=rfc3339(time.time() + 360 * 86400))
+                            send_at=rfc3339(server.now() + 360 * 86400))
     await author.call("messages.cancel", scheduled_id=far["scheduled"]["scheduled_id"])
-    for send_at in (rfc3339(time.time() + 400 * 86400), "2030-01-01T00:00:00"):
+    for send_at in (rfc3339(server.now() + 400 * 86400), "2030-01-01T00:00:00"):
         failure = await author.error("messages.send", to=recipient.username, text="too far",
                                      send_at=send_at)
         assert failure.code == -32602, send_at
@@ -303,20 +322,24 @@ async def test_scheduled_messages(server: ServerProcess, http: aiohttp.ClientSes
 
 
 async def test_scheduled_message_survives_restart(
-        server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
-    """Due while the server is down: sent at start-up, exactly once, also after more restarts."""
-    server = server_factory()
+        inproc_factory: InProcFactory, http: aiohttp.ClientSession) -> None:
+    """Due while the server is down: sent at start-up, exactly once, also after more restarts.
+
+    (The app restarts in this process on the same database file; real process restarts and
+    kill -9 are tests/test_crash.py's.)
+    """
+    server = await inproc_factory()
     author, recipient = await connect_users(http, server, 2)
     start = recipient.cursor
     assert start is not None
-    due = time.time() + 2.0
+    due = server.now() + 120
     entry = (await author.call("messages.send", to=recipient.username, text="while you slept",
                                send_at=rfc3339(due)))["scheduled"]
 
-    server.stop()
-    await sleep_until(due + 0.3)
-    restarted = time.time()
-    server.start()
+    await server.stop()
+    server.clock.advance(due + 0.3 - server.now())
+    restarted = server.now()
+    await server.start()
 
     seen = await events_until(recipient, lambda e: e["type"] == "message", timeout=3)
     message = next(e["message"] for e in seen if e["type"] == "message")
@@ -326,9 +349,10 @@ async def test_scheduled_message_survives_restart(
     failure = await author.error("messages.cancel", scheduled_id=entry["scheduled_id"])
     assert failure.code == 409
 
-    await asyncio.sleep(1.2)  # at least one more scheduler pass
-    server.restart()
-    await asyncio.sleep(0.5)
+    await server.advance(1.2)
+    assert await server.fire_due() == 0  # at least one more scheduler pass: nothing again
+    await server.restart()
+    assert await server.fire_due() == 0
     history = await recipient.call("messages.history", chat_id=message["chat_id"])
     assert [m["text"] for m in history["messages"]] == ["while you slept"]
     assert message_texts(await all_events_since(recipient, start)) == ["while you slept"]
@@ -336,11 +360,12 @@ async def test_scheduled_message_survives_restart(
 
 # -- reports and bans -----------------------------------------------------------------------
 
-async def test_reports_and_bans(server_factory: ServerFactory,
+async def test_reports_and_bans(inproc_factory: InProcFactory,
                                 http: aiohttp.ClientSession) -> None:
-    """3 distinct reporters ban for 2 s: every send is 403 banned; reports reset; ban lifts."""
-    server = server_factory("--ban-threshold", "3", "--ban-duration", "2",
-                            "--report-min-age", "0")
+    """3 distinct reporters ban for an hour: every send is 403 banned; reports reset; ban lifts."""
+    duration = 3600.0
+    server = await inproc_factory("--ban-threshold", "3", "--ban-duration", str(duration),
+                                  "--report-min-age", "0")
     target, r1, r2, r3, r4 = await connect_users(http, server, 5)
     r1_start = r1.cursor
     assert r1_start is not None
@@ -358,21 +383,21 @@ async def test_reports_and_bans(server_factory: ServerFactory,
 
     # Scheduled before the ban, due while it lasts: refused when it fires.
     pending = (await target.call("messages.send", chat_id="general", text="from a banned user",
-                                 send_at=rfc3339(time.time() + 1.0)))["scheduled"]
+                                 send_at=rfc3339(server.now() + 60)))["scheduled"]
 
-    asked = time.time()
+    asked = server.now()
     third = await r3.call("users.report", username=target.username)
     assert third["reports"] == 3 and third["banned_until"] is not None
     until_text = third["banned_until"]
     until = ts(until_text)
-    assert asked + 2.0 - 0.002 <= until <= time.time() + 2.0
+    assert asked + duration - 0.002 <= until <= server.now() + duration
 
     seen = await events_until(target, lambda e: e["type"] == "ban")
     assert [e["until"] for e in seen if e["type"] == "ban"] == [until_text]
     for params in (dict(chat_id="general", text="x"), dict(to=r1.username, text="x"),
                    dict(chat_id=group["chat_id"], text="x"),
                    dict(chat_id="general", text="x", comment_to=root["message_id"]),
-                   dict(chat_id="general", text="x", send_at=rfc3339(time.time() + 60))):
+                   dict(chat_id="general", text="x", send_at=rfc3339(server.now() + 60))):
         failure = await target.error("messages.send", **params)
         assert failure.code == 403, params
         assert failure.data["reason"] == "banned" and failure.data["until"] == until_text
@@ -386,6 +411,7 @@ async def test_reports_and_bans(server_factory: ServerFactory,
         "reports": 0, "banned_until": until_text}
     assert (await r4.error("users.report", username=target.username)).code == 409
 
+    await server.advance(60)  # the scheduled message is due now, the ban still lasts
     seen = await events_until(target, lambda e: e["type"] == "scheduled"
                               and e["action"] == "cancelled", timeout=3)
     cancelled = [e for e in seen if e["type"] == "scheduled" and e["action"] == "cancelled"]
@@ -393,8 +419,10 @@ async def test_reports_and_bans(server_factory: ServerFactory,
     assert cancelled[0]["reason"] == "banned"
     assert "from a banned user" not in message_texts(await all_events_since(r1, r1_start))
 
-    # The ban lifts by itself.
-    await sleep_until(until + 0.05)
+    # Still banned shortly before the end; the ban lifts by itself.
+    await server.advance_to(until - 30)
+    assert (await target.error("messages.send", chat_id="general", text="x")).code == 403
+    await server.advance_to(until + 0.05)
     await target.call("messages.send", chat_id="general", text="I am back")
     assert (await target.call("session.status"))["banned_until"] is None
 
@@ -405,11 +433,11 @@ async def test_reports_and_bans(server_factory: ServerFactory,
     again = await r4.call("users.report", username=target.username)
     assert again["reports"] == 3 and again["banned_until"] is not None
     until = ts(again["banned_until"])
-    server.restart()
-    if time.time() < until - 0.3:
-        failure = await target.error("messages.send", chat_id="general", text="x")
-        assert failure.code == 403 and failure.data["reason"] == "banned"
-        assert (await target.call("session.status"))["banned_until"] == again["banned_until"]
-    await sleep_until(until + 0.05)
+    await server.restart()
+    assert server.now() < until - 0.3
+    failure = await target.error("messages.send", chat_id="general", text="x")
+    assert failure.code == 403 and failure.data["reason"] == "banned"
+    assert (await target.call("session.status"))["banned_until"] == again["banned_until"]
+    await server.advance_to(until + 0.05)
     await target.call("messages.send", chat_id="general", text="back again")
     assert (await target.call("session.status"))["banned_until"] is None

@@ -14,6 +14,7 @@ from store import sql_messages
 from store.models import GENERAL_CHAT, Chat, ChatId, Scheduled, ScheduledId, StoredMessage
 from store.models import FileId, MessageId, User
 from store.postgres import PostgresStore
+from methods.rules import register_user
 from store.sql import SqlTx
 from store.sqlite import SqliteStore
 
@@ -35,7 +36,7 @@ async def store(backend: Store) -> AsyncIterator[Store]:
 
 async def make_user(store: Store, name: str) -> User:
     async def create(tx: SqlTx) -> User:
-        user = await tx.create_user(name, "hash", time.time())
+        user = await register_user(tx, name, "hash", time.time())  # joins general too
         assert user is not None
         return user
     return await store.write(create)
@@ -370,3 +371,44 @@ async def test_read_events_are_purged_with_their_message(store: Store) -> None:
     later = time.time()
     await store.write(lambda tx: tx.purge_expired(later, later - 3600))
     assert await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, later)) == []
+
+
+async def test_the_general_chat_comes_from_the_migrations(store: Store) -> None:
+    """A fresh database has the general chat (the last migration made it), nobody in it."""
+    started = time.time()
+    chat = await store.read(lambda tx: tx.get_chat(GENERAL_CHAT))
+    assert chat is not None and chat.kind == "general" and chat.title == "General"
+    assert chat.owner_id is None and started - 600 < chat.created_at <= time.time() + 1
+    assert await store.read(lambda tx: tx.member_ids(GENERAL_CHAT)) == []
+    user = await store.write(lambda tx: tx.create_user("plain", "h", time.time()))
+    assert user is not None  # the store registers; joining the general chat is a method rule
+    assert not await store.read(lambda tx: tx.is_member(GENERAL_CHAT, user.user_id))
+
+
+async def test_a_database_of_an_earlier_release_keeps_its_general_chat(tmp_path: Path) -> None:
+    """Earlier releases inserted the general chat after migrating: the migration that now
+    makes it leaves theirs alone, and reopening migrates nothing twice."""
+    import sqlite3
+
+    from store.migrations import MIGRATIONS, render
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in enumerate(MIGRATIONS[:6], start=1):
+        for stmt in render(sql, "sqlite"):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    conn.execute("INSERT INTO chats (chat_id, kind, title, owner_id, created_at)"
+                 " VALUES ('general', 'general', 'General', NULL, 123.0)")
+    conn.commit()
+    conn.close()
+    for _ in range(2):
+        store = SqliteStore(path)
+        await store.open()
+        chat = await store.read(lambda tx: tx.get_chat(GENERAL_CHAT))
+        await store.close()
+        assert chat is not None and chat.created_at == 123.0
+    conn = sqlite3.connect(path)
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    conn.close()
+    assert versions == list(range(1, len(MIGRATIONS) + 1))

@@ -4,14 +4,16 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 
+from tests.inproc import InProcessServer
 from tests.support import Api, RpcFailure, ServerProcess, running_server, unique_name
 
 ServerFactory = Callable[..., ServerProcess]
+InProcFactory = Callable[..., Awaitable[InProcessServer]]
 THROTTLE = ("--login-max-failures", "3", "--login-window", "2")
 
 
@@ -98,14 +100,30 @@ async def register(clients: Clients, count: int, host: int) -> list[str]:
     return names
 
 
-async def test_wrong_passwords_throttle_the_username_at_that_address(throttled: Clients) -> None:
+async def test_wrong_passwords_throttle_the_username_at_that_address(
+        inproc_factory: InProcFactory) -> None:
+    """(In-process with a FakeClock: a minute's window, moved through instead of slept.)"""
+    window = 60
+    server = await inproc_factory("--login-max-failures", "3", "--login-window", str(window))
+    throttled = Clients(server.url)
+    try:
+        await wrong_passwords_throttle(server, throttled, window)
+    finally:
+        await throttled.close()
+
+
+async def wrong_passwords_throttle(server: InProcessServer, throttled: Clients,
+                                   window: int) -> None:
+    """The body of the test above."""
     [victim, bystander] = await register(throttled, 2, host=10)
+    first_failure = server.now()
     for _ in range(3):
         assert code(await throttled.connect(victim, "wrong", 11)) == 401
     # That (username, address) is throttled, even for the right password, in any case...
-    wait = retry_after(await throttled.connect(victim, "wrong", 11))
-    retry_after(await throttled.connect(victim, "right", 11))
-    retry_after(await throttled.connect(victim.upper(), "right", 11))  # same user, any case
+    asked = server.now()
+    wait = retry_after(await throttled.connect(victim, "wrong", 11), window)
+    retry_after(await throttled.connect(victim, "right", 11), window)
+    retry_after(await throttled.connect(victim.upper(), "right", 11), window)  # any case
     # ...but the user from an address that has not been failing is never refused...
     assert code(await throttled.connect(victim, "right", 15)) == 200
     # ...nor are other users from the failing address.
@@ -114,8 +132,11 @@ async def test_wrong_passwords_throttle_the_username_at_that_address(throttled: 
     for host in (12, 13, 14):
         assert code(await throttled.connect(victim, "wrong", host)) == 401
     assert code(await throttled.connect(victim, "right", 12)) == 200
-    # After the window, the right password works and clears that pair's failures.
-    await asyncio.sleep(wait + 0.1)
+    # Still throttled just before the window ends...
+    await server.advance_to(first_failure + window - 1)
+    retry_after(await throttled.connect(victim, "right", 11), window)
+    # ...after it, the right password works and clears that pair's failures.
+    await server.advance_to(asked + wait + 0.1)
     assert code(await throttled.connect(victim, "right", 11)) == 200
     for _ in range(2):
         assert code(await throttled.connect(victim, "wrong", 11)) == 401
