@@ -32,11 +32,11 @@ async def serve(settings: Settings) -> None:
                             write_budget=max(16 * settings.max_response, 64 * 1024 * 1024))
     quiet_accept_errors(asyncio.get_running_loop(), guard)
     tune_malloc()
-    watchdog = asyncio.create_task(guard.watch_writes(), name="write watchdog")
     runner = GuardedAppRunner(app, guard, handle_signals=True, shutdown_timeout=5,
                               keepalive_timeout=KEEPALIVE_TIMEOUT, read_bufsize=READ_BUFSIZE,
                               access_log_format='%a "%r" %s %b %Tfs')
-    await runner.setup()
+    await runner.setup()  # opens the store: may raise StoreUnavailable
+    watchdog = asyncio.create_task(guard.watch_writes(), name="write watchdog")
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
@@ -46,6 +46,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.Event().wait()
     finally:
         watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
         await runner.cleanup()
 
 
