@@ -41,7 +41,8 @@ async def authenticate(services: Services, token: str | None) -> Caller:
     cache = services.session_cache
     if cache is not None:
         hit = cache.get(hashed)
-        if hit is not None:
+        # A session another process ended is known here through its NOTIFY.
+        if hit is not None and not services.store.notifier.recently_ended(hashed):
             _note_activity(services, hashed)
             return hit
 

@@ -100,8 +100,9 @@ class LoginsInFlight:
 class SessionCache:
     """Recently authenticated tokens, so a busy client costs no session lookup per call.
 
-    Only for a store no other process writes to (SQLite): this process sees every
-    disconnect and expiry and drops the entry itself; entries also age out.
+    With SQLite this process sees every disconnect and expiry and drops the entry itself;
+    on a shared database another process's disconnect arrives by NOTIFY (checked through
+    `Notifier.recently_ended`) and entries age out within seconds. Entries also age out.
     """
 
     def __init__(self, ttl: float = 30.0) -> None:

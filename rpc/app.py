@@ -371,6 +371,9 @@ def make_store(settings: Settings) -> Store:
     return SqliteStore(settings.db_path, power_safe=settings.durability == "power")
 
 
+SHARED_SESSION_TTL = 3.0  # seconds a session lookup is reused with --store postgres
+
+
 def create_app(settings: Settings,
                clock: Callable[[], float] | None = None) -> web.Application:
     """The app factory: routes plus resources opened and closed with the app (`clock`: the
@@ -396,8 +399,11 @@ def create_app(settings: Settings,
         await store.open()
         services = Services(store=store, limits=settings.limits, files_dir=settings.files_dir,
                             openrpc=openrpc, clock=clock or time.time,
-                            # Another process may end a session on a shared database.
-                            session_cache=SessionCache() if settings.store == "sqlite" else None,
+                            # Another process may end a session on a shared database: its
+                            # NOTIFY says so at once; should one be lost (the listener
+                            # reconnecting), a cached session lives at most a few seconds.
+                            session_cache=SessionCache() if settings.store == "sqlite"
+                            else SessionCache(ttl=SHARED_SESSION_TTL),
                             files_in_database=settings.file_store == "database")
         app[SERVICES] = services
         app[DISPATCHER] = Dispatcher(methods, {n: s.params for n, s in method_schemas.items()},

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol, TypeVar
 
-from store.models import EventRecord, UserId
-from store.sql import SqlTx, Wakeups
+from store.models import EventRecord, Session, UserId
+from store.sql import SendKey, SqlTx, Wakeups
 
 T = TypeVar("T")
 TxFn = Callable[[SqlTx], Awaitable[T]]
@@ -177,6 +177,10 @@ class Notifier:
             if not waiters:
                 del self._waiters[user_id]
 
+    def recently_ended(self, session: str) -> bool:
+        """Whether a session (token hash) ended lately, here or (told by NOTIFY) elsewhere."""
+        return session in self._ended
+
     def waiting(self, user_id: int) -> int:
         """Parked polls of a user."""
         return len(self._waiters.get(user_id, ()))
@@ -223,8 +227,9 @@ class Store(Protocol):
         """Finish queued writes, then close."""
         ...
 
-    async def write(self, fn: TxFn[T]) -> T:
-        """Run `fn` in a write transaction; returns once it is durably committed."""
+    async def write(self, fn: TxFn[T], prefetch: SendKey | None = None) -> T:
+        """Run `fn` in a write transaction; returns once it is durably committed.
+        `prefetch`: `fn` is a send starting with `SqlTx.prefetch_send` of this key."""
         ...
 
     async def read(self, fn: TxFn[T]) -> T:
@@ -233,6 +238,25 @@ class Store(Protocol):
 
     def write_soon(self, fn: TxFn[None]) -> None:
         """Queue a write whose outcome nobody waits for (e.g. moving a read marker)."""
+        ...
+
+    async def move_read_marker(self, user_id: UserId, seq: int) -> None:
+        """Move the user's read marker forward to `seq` (at most the newest event); returns
+        once durable (many polls' markers share one write)."""
+        ...
+
+    async def get_session(self, token_hash: str) -> Session | None:
+        """The session a token hash names; concurrent lookups may share one query."""
+        ...
+
+    async def write_aside(self, fn: TxFn[T]) -> T:
+        """Run `fn`, one statement (such as a chunk of a file's bytes), outside the ordered
+        write queue where the backend can: big writes that nothing reads in order."""
+        ...
+
+    async def issued_seq(self, at_least: int = 0) -> int:
+        """The highest seq handed out, or a lower bound of it that is at least `at_least`
+        when the process knows one without asking the database."""
         ...
 
     async def read_events(self, user_id: UserId, after: int, limit: int,

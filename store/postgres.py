@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 import logging
 import os
 import re
 import socket
-import time
 import uuid
-from typing import Any
+from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -34,9 +34,9 @@ import orjson
 
 from store.base import StoreError, StoreUnavailable, T, TxFn
 from store.batch import BatchingStore
-from store.coalesce import EventReads
-from store.migrations import MIGRATIONS, render
-from store.models import EventRecord, UserId
+from store.coalesce import Coalescer, EventReads
+from store.migrations import migrate
+from store.models import EventRecord, Session, UserId
 from store.sql import Db, Row, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ CONNECT_TIMEOUT = 3.0  # seconds to open a connection before the database counts
 RETRY_INTERVAL = 0.5  # after a failed connect, calls fail at once for this long
 LISTEN_PING = 2.0  # the listener checks its (otherwise silent) connection this often
 COMMIT_LOOKUP = 3.0  # seconds to find out whether a COMMIT whose connection died took effect
+ANALYZE_EVERY = 10.0  # seconds between looks at how much the tables changed (autovacuum off)
+ANALYZED = ("events", "messages", "members", "users", "sessions", "files", "file_chunks")
 NOTIFY_FULL = 0.5  # NOTIFY queue usage past which commits stop sending NOTIFY
 MAX_NOTIFY = 2000  # bytes of a NOTIFY payload; a bigger one becomes "wake everyone"
 # Server side: the server notices a vanished client (keepalives), ends the transaction of a
@@ -111,6 +113,10 @@ def _keepalive(conn: Any) -> None:
         pass
 
 
+async def _analyze(table: str, tx: SqlTx) -> None:
+    await tx.db.execute(f"ANALYZE {table}")
+
+
 class _NotCommitted(Exception):
     """The batch's connection died and its transaction certainly did not commit."""
 
@@ -147,6 +153,10 @@ class PgDb:
         row: Row | None = await self.conn.fetchrow(self._sql(sql), *args)
         return row
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run a statement for each row of arguments, pipelined: one round trip."""
+        await self.conn.executemany(self._sql(sql), rows)
+
     async def execute(self, sql: str, *args: object) -> int:
         """Run a statement; rows changed (from the command tag)."""
         tag: str = await self.conn.execute(self._sql(sql), *args)
@@ -179,6 +189,28 @@ def decode_wakeups(payload: str) -> tuple[str, Wakeups]:
     return str(body["o"]), w
 
 
+class _Migrations:
+    """The migration runner's view of a connection: one transaction under the advisory
+    lock, so processes starting together migrate one after the other."""
+
+    dialect = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+            yield
+
+    async def execute(self, sql: str) -> None:
+        await self.conn.execute(sql)
+
+    async def fetch_value(self, sql: str) -> Any:
+        return await self.conn.fetchval(sql)
+
+
 class PostgresStore(BatchingStore):
     """Shared-database store: any process may serve any request."""
 
@@ -191,6 +223,7 @@ class PostgresStore(BatchingStore):
         self._wconn: Any = None
         self._listener: Any = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._analyzer: asyncio.Task[None] | None = None
         self._listener_lost = asyncio.Event()
         self._tx: Any = None
         self._xid: int | None = None  # the open batch's transaction id (for txid_status)
@@ -200,6 +233,8 @@ class PostgresStore(BatchingStore):
         self._notify_full = False  # NOTIFY skipped: the queue is nearly full
         self.event_reads = EventReads(
             lambda asks, now: self.read(lambda tx: tx.read_events_many(asks, now)))
+        self.session_reads = Coalescer[str, Session | None](
+            lambda hashes, _now: self.read(lambda tx: tx.get_sessions(hashes)))
 
     async def open(self) -> None:
         """Connect, migrate (once, under a lock), listen, start the writer.
@@ -232,6 +267,7 @@ class PostgresStore(BatchingStore):
                     f"{_reason(exc)}") from None
             raise
         self._listen_task = asyncio.create_task(self._keep_listening(), name="pg-listener")
+        self._analyzer = asyncio.create_task(self._keep_analyzed(), name="pg-analyze")
         self._start_writer()
 
     @staticmethod
@@ -359,23 +395,32 @@ class PostgresStore(BatchingStore):
             everyone.everyone = True
             self.notifier.wake(everyone)
 
+    async def _keep_analyzed(self) -> None:
+        """Where autovacuum is off, keep the planner's statistics of the growing tables fresh
+        as autoanalyze would (ANALYZE past 10% changed rows): with none, PostgreSQL takes a
+        100,000-message chat for an empty one and sorts all of it to show a page."""
+        try:
+            on = await self.read(lambda tx: tx.db.fetchone("SHOW autovacuum"))
+        except StoreError:
+            on = None
+        if on is not None and on[0] == "on":
+            return
+        while True:
+            await asyncio.sleep(ANALYZE_EVERY)
+            try:
+                stale = await self.read(lambda tx: tx.db.fetchall(
+                    "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(?::text[])"
+                    " AND n_mod_since_analyze > 50 + 0.1 * n_live_tup", list(ANALYZED)))
+                for (table,) in stale:
+                    if table in ANALYZED:  # a fixed list: never a name from elsewhere
+                        await self.read(partial(_analyze, table))
+            except StoreError:
+                continue
+            except Exception:
+                log.exception("refreshing planner statistics failed")
+
     async def _migrate(self, conn: Any) -> None:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            for version, sql in enumerate(MIGRATIONS, start=1):
-                if version <= current:
-                    continue
-                for stmt in render(sql, "postgres"):
-                    await conn.execute(stmt)
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-                log.info("database migrated to version %d", version)
-            await conn.execute(
-                "INSERT INTO chats (chat_id, kind, title, owner_id, created_at)"
-                " VALUES ('general', 'general', 'General', NULL, $1) ON CONFLICT DO NOTHING",
-                time.time())
+        await migrate(_Migrations(conn))
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         origin, wakeups = decode_wakeups(payload)
@@ -389,6 +434,11 @@ class PostgresStore(BatchingStore):
         """Drain writes, stop listening, close connections."""
         await self._stop_writer()
         await self.event_reads.close()
+        await self.session_reads.close()
+        if self._analyzer is not None:
+            self._analyzer.cancel()
+            await asyncio.gather(self._analyzer, return_exceptions=True)
+            self._analyzer = None
         if self._listen_task is not None:
             self._listen_task.cancel()
             await asyncio.gather(self._listen_task, return_exceptions=True)
@@ -438,10 +488,19 @@ class PostgresStore(BatchingStore):
             return result
         raise AssertionError("unreachable")
 
+    async def write_aside(self, fn: TxFn[T]) -> T:
+        """Run one-statement `fn` on a pooled connection (it commits by itself), outside
+        the write lock: a chunk of a file does not hold up everyone's messages."""
+        return await self.read(fn)
+
+    async def get_session(self, token_hash: str) -> Session | None:
+        """The session of a token hash; concurrent lookups share one query."""
+        return await self.session_reads.ask(token_hash)
+
     async def read_events(self, user_id: UserId, after: int, limit: int,
                           now: float) -> list[EventRecord]:
         """The user's events after `after`; the polls woken by one commit read together."""
-        return await self.event_reads.read(user_id, after, limit, now)
+        return self._saw(await self.event_reads.read(user_id, after, limit, now))
 
     async def check(self) -> None:
         """Probe the database with a trivial query; the outcome is in `health`."""
@@ -457,36 +516,41 @@ class PostgresStore(BatchingStore):
             self._drop_writer()
             self._wconn = await self._connect_writer()
         conn = self._wconn
-        self._tx = conn.transaction()
+        self._tx = conn  # a transaction is open on it
+        self._xid = None
         try:
-            await self._tx.start()
-            # Serialize write transactions across processes: seqs commit in order. The id
-            # tells, should the connection die during COMMIT, whether the batch committed.
-            self._xid = await conn.fetchval(
-                "SELECT txid_current() FROM (SELECT pg_advisory_xact_lock($1)) AS locked",
-                WRITE_LOCK)
+            # Serialize write transactions across processes: seqs commit in order. One
+            # round trip (a simple query; each of its statements takes its own snapshot,
+            # so the batch sees every batch committed before it got the lock).
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
         except BaseException:
             await self._rollback()
             raise
         return PgDb(conn)
 
     async def _savepoint(self) -> None:
-        sp = self._wconn.transaction()
-        await sp.start()
-        self._savepoints.append(sp)
+        await self._wconn.execute("SAVEPOINT job")
 
     async def _release(self) -> None:
-        await self._savepoints.pop().commit()
+        await self._wconn.execute("RELEASE SAVEPOINT job")
 
     async def _rollback_to(self) -> None:
-        await self._savepoints.pop().rollback()
+        await self._wconn.execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
 
     async def _commit(self, wakeups: Wakeups) -> None:
+        # The transaction id tells, should the connection die during COMMIT, whether the
+        # batch committed; it comes with the NOTIFY (one round trip).
         payload = encode_wakeups(self.origin, wakeups)
         if payload is not None:
             await self._notify(payload)
+        else:
+            self._xid = await self._wconn.fetchval("SELECT txid_current()")
         try:
-            await self._tx.commit()
+            if await self._wconn.execute("COMMIT") != "COMMIT":  # it had failed: nothing
+                raise _NotCommitted()
+        except _NotCommitted:
+            self._tx = None
+            raise
         except Exception as exc:
             self._tx = None
             if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
@@ -510,8 +574,8 @@ class PostgresStore(BatchingStore):
         processes' polls (they answer at their timeout).
         """
         # Delivered to listeners only if, and when, the transaction commits.
-        usage = await self._wconn.fetchval(
-            "SELECT u FROM pg_notification_queue_usage() AS u,"
+        self._xid, usage = await self._wconn.fetchrow(
+            "SELECT txid_current(), u FROM pg_notification_queue_usage() AS u,"
             " LATERAL (SELECT CASE WHEN u < $3 THEN pg_notify($1, $2) END) AS sent",
             CHANNEL, payload, NOTIFY_FULL)
         full = usage >= NOTIFY_FULL
@@ -544,6 +608,6 @@ class PostgresStore(BatchingStore):
         tx, self._tx = self._tx, None
         if tx is not None:
             try:
-                await tx.rollback()
+                await tx.execute("ROLLBACK")
             except Exception:  # the connection is gone or stuck: the server rolls back
                 self._drop_writer()

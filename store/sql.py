@@ -34,6 +34,10 @@ class Db(Protocol):
         """Run a statement; the number of rows it changed."""
         ...
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run a statement once per row of arguments (pipelined where the driver can)."""
+        ...
+
 
 _USER_COLS = "user_id, username, pw_hash, read_seq, banned_until, created_at"
 _CHAT_COLS = "chat_id, kind, title, owner_id, created_at"
@@ -92,12 +96,128 @@ class Wakeups:
         self.chats |= other.chats
 
 
+# A user's stream on PostgreSQL: per chat, a walk of the (chat_id, seq) index from the
+# cursor (row comparisons, so that no plan can walk the seq index instead and skip past
+# other chats' events), at most `lim` each, merged. Parameters: `?` for the expiry time.
+_PG_STREAM = (
+    "SELECT seq, body FROM ("
+    "(SELECT e.seq, e.body FROM events e WHERE e.user_id = {user} AND e.seq > {after}"
+    " ORDER BY e.user_id, e.seq LIMIT {lim})"
+    " UNION ALL"
+    " SELECT x.seq, x.body FROM members m CROSS JOIN LATERAL ("
+    "SELECT e.seq, e.body FROM events e"
+    " WHERE (e.chat_id, e.seq) > (m.chat_id, GREATEST({after}, m.joined_seq))"
+    f" AND (e.chat_id, e.seq) <= (m.chat_id, COALESCE(m.left_seq, {MAX_SEQ}))"
+    " AND (e.expires_at IS NULL OR e.expires_at > ?)"
+    " ORDER BY e.chat_id, e.seq LIMIT {lim}) AS x WHERE m.user_id = {user}"
+    ") AS u ORDER BY seq LIMIT {lim}")
+FILE_IN_DATABASE = "database"  # a files row's path when its bytes are in file_chunks
+SendKey = tuple[UserId, "str | None", "str | None"]  # author, chat_id, client_msg_id
+_SEND_COLS = (f"{msg_cols('u', _USER_COLS)}, {msg_cols('c', _CHAT_COLS)},"
+              " mb.user_id IS NOT NULL AND mb.left_seq IS NULL, "
+              f"{msg_cols('cm', _MSG_COLS)}")
+
+
+_DEFERRED_MESSAGE = (
+    "WITH e AS (INSERT INTO events (seq, chat_id, type, body, message_id, expires_at)"
+    " VALUES (?, ?, 'message', ?, ?, ?))"
+    f" INSERT INTO messages ({_MSG_COLS}, client_msg_id, search_words)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ATTACH = ("INSERT INTO message_files (message_id, file_id, chat_id) VALUES (?, ?, ?)"
+           " ON CONFLICT DO NOTHING")
+
+
+class DeferredSends:
+    """Messages of a batch's sends, written together just before anything else runs."""
+
+    __slots__ = ("messages", "files")
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[object, ...]] = []
+        self.files: list[tuple[object, ...]] = []
+
+
+def _send_memo(r: Row | None, author_id: UserId, chat_id: str | None,
+               client_msg_id: str | None) -> dict[tuple[object, ...], Any]:
+    """A `prefetch_send` row (its first column aside) as the answers it stands for."""
+    if r is None:
+        return {("user", author_id): None}
+    memo: dict[tuple[object, ...], Any] = {("user", author_id): _user(r[1:7])}
+    if chat_id is not None:
+        memo[("chat", chat_id)] = None if r[7] is None else _chat(r[7:12])
+        memo[("member", chat_id, author_id)] = bool(r[12])
+    if client_msg_id is not None:
+        memo[("client", author_id, client_msg_id)] = None if r[13] is None else r[13:24]
+    return memo
+
+
 class SqlTx:
     """One unit of work: reads and writes as typed operations, no SQL outside this class."""
 
     def __init__(self, db: Db) -> None:
         self.db = db
         self.wakeups = Wakeups()
+        # Answers fetched ahead in one round trip (`prefetch_send`); each is used once.
+        self._memo: dict[tuple[object, ...], Any] = {}
+        self._preloaded = False
+        self._deferred: DeferredSends | None = None
+
+    async def prefetch_send(self, author_id: UserId, chat_id: str | None,
+                            client_msg_id: str | None) -> None:
+        """Fetch in one round trip what a send checks first: the author, their message with
+        this retry key, the chat and whether they are in it. Must come before the job's
+        first write; each answer is handed out once, by the usual method. Nothing to do
+        when the batch fetched it already (`preload`)."""
+        if self._preloaded:
+            return
+        r = await self.db.fetchone(
+            f"SELECT 1, {_SEND_COLS} FROM users u"
+            " LEFT JOIN chats c ON c.chat_id = ?"
+            " LEFT JOIN members mb ON mb.chat_id = c.chat_id AND mb.user_id = u.user_id"
+            " LEFT JOIN messages cm ON cm.author_id = u.user_id AND cm.client_msg_id = ?"
+            " WHERE u.user_id = ?", chat_id, client_msg_id, author_id)
+        self._memo.update(_send_memo(r, author_id, chat_id, client_msg_id))
+
+    async def prefetch_sends(self, keys: Sequence[SendKey]) -> list[dict[tuple[object, ...], Any]]:
+        """`prefetch_send` of a batch's sends in one query (PostgreSQL), for `preload`;
+        with a seq taken for each send's event (in the order of `keys`)."""
+        rows = await self.db.fetchall(
+            f"SELECT q.i, {_SEND_COLS}, nextval('events_seq_seq')"
+            " FROM unnest(?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY"
+            " AS q(author_id, chat_id, client_key, i)"
+            " JOIN users u ON u.user_id = q.author_id"
+            " LEFT JOIN chats c ON c.chat_id = q.chat_id"
+            " LEFT JOIN members mb ON mb.chat_id = c.chat_id AND mb.user_id = u.user_id"
+            " LEFT JOIN messages cm"
+            " ON cm.author_id = u.user_id AND cm.client_msg_id = q.client_key",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        found = {int(r[0]): r for r in rows}
+        seqs = iter(sorted(int(r[-1]) for r in rows))  # seqs in the order of the sends
+        memos = []
+        for i, key in enumerate(keys, start=1):
+            memo = _send_memo(found.get(i), *key)
+            if i in found:
+                memo[("seq",)] = next(seqs)
+            memos.append(memo)
+        return memos
+
+    def preload(self, memo: dict[tuple[object, ...], Any],
+                deferred: "DeferredSends | None" = None) -> None:
+        """Answers a batch fetched ahead for this job (`prefetch_sends`). With `deferred`,
+        the job's message is written later, with the others of the batch (its seq was
+        taken ahead), so that nothing may read it before `flush_sends`."""
+        self._memo.update(memo)
+        self._preloaded = True
+        self._deferred = deferred
+
+    async def flush_sends(self, deferred: "DeferredSends") -> None:
+        """Write the messages (and file links) that sends deferred: one round trip each."""
+        if deferred.messages:
+            await self.db.executemany(_DEFERRED_MESSAGE, deferred.messages)
+            deferred.messages = []
+        if deferred.files:
+            await self.db.executemany(_ATTACH, deferred.files)
+            deferred.files = []
 
     # -- users ---------------------------------------------------------------------------
     async def find_user(self, username: str) -> User | None:
@@ -108,11 +228,14 @@ class SqlTx:
 
     async def get_user(self, user_id: UserId) -> User | None:
         """A user by id."""
+        if self._memo and ("user", user_id) in self._memo:
+            return self._memo.pop(("user", user_id))  # type: ignore[no-any-return]
         r = await self.db.fetchone(f"SELECT {_USER_COLS} FROM users WHERE user_id = ?", user_id)
         return None if r is None else _user(r)
 
     async def create_user(self, username: str, pw_hash: str, now: float) -> User | None:
-        """Register a user and join them to the general chat; None if the name is taken."""
+        """Register a user (nothing else: joining chats is the methods' rule); None if the
+        name is taken."""
         changed = await self.db.execute(
             "INSERT INTO users (username, username_key, pw_hash, read_seq, created_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (username_key) DO NOTHING",
@@ -121,13 +244,27 @@ class SqlTx:
             return None
         user = await self.find_user(username)
         assert user is not None
-        await self.add_member(GENERAL_CHAT, user.user_id, now)
         return user
 
     async def set_read_marker(self, user_id: UserId, seq: int) -> None:
         """Move the user's read marker forward (never back)."""
         await self.db.execute("UPDATE users SET read_seq = ? WHERE user_id = ? AND read_seq < ?",
                               seq, user_id, seq)
+
+    async def set_read_markers(self, markers: dict[UserId, int]) -> None:
+        """Move several users' read markers forward (never back), each to at most the newest
+        event: what many polls acknowledged, written at once."""
+        if self.db.dialect != "postgres":
+            newest = await self.last_seq()
+            for user_id, seq in markers.items():
+                await self.set_read_marker(user_id, min(seq, newest))
+            return
+        await self.db.execute(
+            "UPDATE users AS u SET read_seq = v.seq FROM (SELECT a.user_id,"
+            " LEAST(a.seq, (SELECT COALESCE(MAX(seq), 0) FROM events)) AS seq"
+            " FROM unnest(?::bigint[], ?::bigint[]) AS a(user_id, seq)) AS v"
+            " WHERE u.user_id = v.user_id AND u.read_seq < v.seq",
+            list(markers), list(markers.values()))
 
     async def set_banned_until(self, user_id: UserId, until: float | None) -> None:
         """Ban a user until a time, or lift the ban (None)."""
@@ -151,6 +288,17 @@ class SqlTx:
         if r is None:
             return None
         return Session(r[0], UserId(r[1]), r[2], r[3], r[4], r[5])
+
+    async def get_sessions(self, token_hashes: Sequence[str]) -> list[Session | None]:
+        """`get_session` of several token hashes in one query, in order."""
+        if self.db.dialect != "postgres":
+            return [await self.get_session(h) for h in token_hashes]
+        rows = await self.db.fetchall(
+            "SELECT s.token_hash, s.user_id, u.username, s.client, s.created_at, s.last_seen"
+            " FROM sessions s JOIN users u ON u.user_id = s.user_id"
+            " WHERE s.token_hash = ANY(?::text[])", list(token_hashes))
+        found = {r[0]: Session(r[0], UserId(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
+        return [found.get(h) for h in token_hashes]
 
     async def touch_session(self, token_hash: str, now: float) -> None:
         """Record that a session was used."""
@@ -184,6 +332,8 @@ class SqlTx:
     # -- chats and members ---------------------------------------------------------------
     async def get_chat(self, chat_id: str) -> Chat | None:
         """A chat by id."""
+        if self._memo and ("chat", chat_id) in self._memo:
+            return self._memo.pop(("chat", chat_id))  # type: ignore[no-any-return]
         r = await self.db.fetchone(f"SELECT {_CHAT_COLS} FROM chats WHERE chat_id = ?", chat_id)
         return None if r is None else _chat(r)
 
@@ -221,6 +371,8 @@ class SqlTx:
 
     async def is_member(self, chat_id: str, user_id: UserId) -> bool:
         """Whether the user is currently a member."""
+        if self._memo and ("member", chat_id, user_id) in self._memo:
+            return bool(self._memo.pop(("member", chat_id, user_id)))
         m = await self.get_member(chat_id, user_id)
         return m is not None and m.active
 
@@ -342,6 +494,11 @@ class SqlTx:
     async def read_events(self, user_id: UserId, after: int, limit: int,
                           now: float) -> list[EventRecord]:
         """The user's events with seq > after, oldest first, expired ones left out."""
+        if self.db.dialect == "postgres":
+            rows = await self.db.fetchall(
+                "SELECT seq, body FROM (" + _PG_STREAM.format(user="?", after="?", lim="?")
+                + ") AS s", user_id, after, limit, after, now, limit, user_id, limit)
+            return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
         rows = await self.db.fetchall(
             "SELECT seq, body FROM ("
             " SELECT e.seq, e.body FROM events e WHERE e.user_id = ? AND e.seq > ?"
@@ -363,14 +520,8 @@ class SqlTx:
         rows = await self.db.fetchall(
             "SELECT q.i, s.seq, s.body FROM unnest(?::bigint[], ?::bigint[], ?::bigint[])"
             " WITH ORDINALITY AS q(user_id, after, lim, i) CROSS JOIN LATERAL ("
-            " SELECT seq, body FROM ("
-            " SELECT e.seq, e.body FROM events e WHERE e.user_id = q.user_id AND e.seq > q.after"
-            " UNION ALL"
-            " SELECT e.seq, e.body FROM members m JOIN events e ON e.chat_id = m.chat_id"
-            " WHERE m.user_id = q.user_id AND e.seq > q.after AND e.seq > m.joined_seq"
-            " AND (m.left_seq IS NULL OR e.seq <= m.left_seq)"
-            " AND (e.expires_at IS NULL OR e.expires_at > ?)"
-            " ) AS u ORDER BY seq LIMIT q.lim) AS s ORDER BY q.i, s.seq",
+            + _PG_STREAM.format(user="q.user_id", after="q.after", lim="q.lim")
+            + ") AS s ORDER BY q.i, s.seq",
             [q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries], now)
         out: list[list[EventRecord]] = [[] for _ in queries]
         for i, seq, body in rows:
@@ -409,6 +560,17 @@ class SqlTx:
         """
         words = search_words(m.text)
         pg = self.db.dialect == "postgres"
+        seq_ahead = self._memo.pop(("seq",), None)
+        if self._deferred is not None and seq_ahead is not None:
+            self._deferred.messages.append((
+                seq_ahead, m.chat_id, event_body.decode(), m.message_id, m.expires_at,
+                m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
+                m.comment_to, m.sent_at, m.expires_at, seq_ahead, m.edited_at, client_msg_id,
+                words))
+            self._chat_event_added(m.chat_id)
+            return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
+                                 m.attachments, m.comment_to, m.sent_at, m.expires_at,
+                                 seq_ahead, m.edited_at)
         if pg:  # one round trip: the event and the message in one statement
             r = await self.db.fetchone(
                 "WITH e AS (INSERT INTO events (chat_id, type, body, message_id, expires_at)"
@@ -449,10 +611,18 @@ class SqlTx:
     async def history(self, chat_id: str, before_seq: int | None, limit: int,
                       now: float, after_seq: int = 0) -> list[StoredMessage]:
         """Up to `limit` live messages of a chat before a seq, oldest first."""
+        before = before_seq if before_seq is not None else MAX_SEQ
+        if self.db.dialect == "postgres":  # a walk of (chat_id, seq) whatever the plan
+            rows = await self.db.fetchall(
+                f"SELECT {_MSG_COLS} FROM messages WHERE (chat_id, seq) < (?, ?)"
+                " AND (chat_id, seq) > (?, ?) AND expires_at > ?"
+                " ORDER BY chat_id DESC, seq DESC LIMIT ?",
+                chat_id, before, chat_id, after_seq, now, limit)
+            return [_msg(r) for r in reversed(rows)]
         rows = await self.db.fetchall(
             f"SELECT {_MSG_COLS} FROM messages WHERE chat_id = ? AND seq < ? AND seq > ?"
             " AND expires_at > ? ORDER BY seq DESC LIMIT ?",
-            chat_id, before_seq if before_seq is not None else MAX_SEQ, after_seq, now, limit)
+            chat_id, before, after_seq, now, limit)
         return [_msg(r) for r in reversed(rows)]
 
     # -- quota ---------------------------------------------------------------------------
@@ -610,9 +780,10 @@ class SqlTx:
 
     async def attach_file(self, message_id: MessageId, file_id: FileId, chat_id: ChatId) -> None:
         """Record that a file was sent in a message of a chat."""
-        await self.db.execute(
-            "INSERT INTO message_files (message_id, file_id, chat_id) VALUES (?, ?, ?)"
-            " ON CONFLICT DO NOTHING", message_id, file_id, chat_id)
+        if self._deferred is not None:  # after its message (`flush_sends`)
+            self._deferred.files.append((message_id, file_id, chat_id))
+            return
+        await self.db.execute(_ATTACH, message_id, file_id, chat_id)
 
     async def may_read_file(self, file_id: str, user_id: UserId, now: float) -> bool:
         """The uploader, or a member of a chat where a live message carries the file."""
@@ -664,8 +835,41 @@ class SqlTx:
             marks = ", ".join("?" * len(files))
             await self.db.execute(f"DELETE FROM files WHERE file_id IN ({marks})",
                                   *[r[0] for r in files])
-        more = events >= limit or len(rows) >= limit or len(files) >= limit
-        return [r[1] for r in files], more
+            await self.db.execute(f"DELETE FROM file_chunks WHERE file_id IN ({marks})",
+                                  *[r[0] for r in files])
+        orphans = await self.purge_orphan_chunks(unsent_file_before, limit)
+        more = events >= limit or len(rows) >= limit or len(files) >= limit or orphans >= limit
+        return [r[1] for r in files if r[1] != FILE_IN_DATABASE], more
+
+    # -- files kept in the database (--file-store database) --------------------------------
+    async def put_file_chunk(self, file_id: str, n: int, data: bytes, now: float) -> None:
+        """Store chunk `n` (from 0) of a file's bytes."""
+        await self.db.execute(
+            "INSERT INTO file_chunks (file_id, n, data, created_at) VALUES (?, ?, ?, ?)",
+            file_id, n, data, now)
+
+    async def file_chunk(self, file_id: str, n: int) -> bytes | None:
+        """Chunk `n` of a file's bytes; None past the last."""
+        r = await self.db.fetchone("SELECT data FROM file_chunks WHERE file_id = ? AND n = ?",
+                                   file_id, n)
+        return None if r is None else bytes(r[0])
+
+    async def delete_file_chunks(self, file_id: str) -> None:
+        """Forget a file's bytes (its upload was refused after they were stored)."""
+        await self.db.execute("DELETE FROM file_chunks WHERE file_id = ?", file_id)
+
+    async def purge_orphan_chunks(self, before: float, limit: int) -> int:
+        """Delete the bytes of up to `limit` files stored before `before` that never got a
+        files row (the process died between storing and registering them); how many."""
+        rows = await self.db.fetchall(
+            "SELECT c.file_id FROM file_chunks c WHERE c.n = 0 AND c.created_at <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_id = c.file_id) LIMIT ?",
+            before, limit)
+        if rows:
+            marks = ", ".join("?" * len(rows))
+            await self.db.execute(f"DELETE FROM file_chunks WHERE file_id IN ({marks})",
+                                  *[r[0] for r in rows])
+        return len(rows)
 
     # -- login throttling, registrations, the session cap ----------------------------------
     async def login_attempts(self, key: str, address: str,
@@ -744,9 +948,13 @@ class SqlTx:
                                   now: float) -> StoredMessage | None:
         """The live message an author sent with this retry key; an expired one (not purged
         yet) gives its key up, so the key may be used again."""
-        r = await self.db.fetchone(
-            f"SELECT {_MSG_COLS} FROM messages WHERE author_id = ? AND client_msg_id = ?",
-            author_id, client_msg_id)
+        key = ("client", author_id, client_msg_id)
+        if self._memo and key in self._memo:
+            r = self._memo.pop(key)
+        else:
+            r = await self.db.fetchone(
+                f"SELECT {_MSG_COLS} FROM messages WHERE author_id = ? AND client_msg_id = ?",
+                author_id, client_msg_id)
         if r is None:
             return None
         found = _msg(r)

@@ -8,10 +8,11 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
 
 from store.base import T, TxFn
 from store.batch import BatchingStore
-from store.migrations import MIGRATIONS, render
+from store.migrations import migrate
 from store.sql import Db, Row, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ class SqliteDb:
         row: Row | None = self.conn.execute(sql, args).fetchone()
         return row
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run a statement for each row of arguments."""
+        self.conn.executemany(sql, rows)
+
     async def execute(self, sql: str, *args: object) -> int:
         """Run a statement; rows changed."""
         return self.conn.execute(sql, args).rowcount
@@ -50,27 +55,29 @@ def _connect(path: Path, power_safe: bool) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the file to the newest schema version and make sure the general chat exists."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
-    for version, sql in enumerate(MIGRATIONS, start=1):
-        if version <= current:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
+class _Migrations:
+    """The migration runner's view of the writer connection (BEGIN IMMEDIATE locks the file)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in render(sql, "sqlite"):
-                conn.execute(stmt)
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            conn.execute("COMMIT")
+            yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")
             raise
-        log.info("database migrated to version %d", version)
-    conn.execute("INSERT INTO chats (chat_id, kind, title, owner_id, created_at)"
-                 " VALUES ('general', 'general', 'General', NULL, ?) ON CONFLICT DO NOTHING",
-                 (time.time(),))
+        self.conn.execute("COMMIT")
+
+    async def execute(self, sql: str) -> None:
+        self.conn.execute(sql)
+
+    async def fetch_value(self, sql: str) -> Any:
+        return self.conn.execute(sql).fetchone()[0]
 
 
 def _size(path: Path) -> int:
@@ -107,7 +114,7 @@ class SqliteStore(BatchingStore):
         """Open the connections, migrate, start the writer and the checkpointer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._wconn = _connect(self.path, self.power_safe)
-        migrate(self._wconn)
+        await migrate(_Migrations(self._wconn))
         # Commits never checkpoint (that would put an fsync on the event loop): a
         # background thread copies the WAL into the database file instead.
         self._wconn.execute("PRAGMA wal_autocheckpoint=0")

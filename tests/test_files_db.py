@@ -1,6 +1,7 @@
-"""--file-store database: processes with no shared filesystem serve each other's uploads."""
+"""Processes on different machines: uploads in the database (--file-store), sessions."""
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Callable
@@ -51,3 +52,20 @@ async def test_disk_flag_keeps_files_on_disk(
     assert (tmp_path / "disk" / "files" / sent["file_id"]).read_bytes() == b"on disk"
     status, _, body = await download(alice, sent["file_id"])
     assert status == 200 and body == b"on disk"
+
+
+async def test_a_disconnect_on_one_process_ends_the_session_on_the_other_at_once(
+        server_factory: Callable[..., ServerProcess], pg_url: str,
+        http: aiohttp.ClientSession) -> None:
+    """Processes reuse session lookups for a few seconds; a disconnect elsewhere still
+    takes effect at once (it arrives by NOTIFY)."""
+    flags = ("--store", "postgres", "--database-url", pg_url)
+    one, two = server_factory(*flags), server_factory(*flags)
+    alice = Api(http, one.url)
+    await alice.connect(unique_name("sa"))
+    on_two = Api(http, two.url, alice.token)
+    for _ in range(3):  # looked up, then answered from the cache
+        assert (await on_two.call("session.status"))["username"] == alice.username
+    await alice.call("session.disconnect")
+    await asyncio.sleep(0.2)  # the NOTIFY's way to the other process
+    assert (await on_two.error("session.status")).code == 401
