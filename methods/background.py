@@ -9,6 +9,7 @@ import time
 
 from methods.auth import prune_logins
 from methods.context import Services
+from methods.files import file_id_of_name
 from store.base import StoreError
 from methods.messages import fire_due
 from store.sql import SqlTx
@@ -97,7 +98,7 @@ async def sweep_orphan_files(services: Services) -> int:
     with os.scandir(services.files_dir) as entries:
         for entry in entries:
             name = entry.name
-            file_id = name[1:-5] if name.startswith(".") and name.endswith(".part") else name
+            file_id = file_id_of_name(name)
             if file_id in known or not entry.is_file() or entry.stat().st_mtime > cutoff:
                 continue
             with contextlib.suppress(FileNotFoundError):

@@ -1,17 +1,21 @@
-"""Uploaded files: naming, registering an upload, and who may download."""
+"""Uploaded files: receiving an upload (naming, size cap, --user-storage, partial files,
+a full disk), registering it, and who may download what."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import unicodedata
 from functools import partial
 from pathlib import Path
+from typing import AsyncIterator
 
 from methods import errors
 from methods.context import Caller, Services
 from methods.logsafe import clean
 from methods.rules import new_id
+from store.base import is_no_space
 from store.models import FileId, StoredFile
 from store.sql import FILE_IN_DATABASE, SqlTx
 
@@ -131,3 +135,138 @@ async def file_for_download(services: Services, caller: Caller, file_id: str) ->
     if found is None:
         raise errors.not_found("file", file_id=file_id)
     return found
+
+
+def in_database(f: StoredFile) -> bool:
+    """Whether a file's bytes are kept in the database (--file-store database)."""
+    return f.path == FILE_IN_DATABASE
+
+
+async def _chunk(file_id: str, n: int, tx: SqlTx) -> bytes | None:
+    return await tx.file_chunk(file_id, n)
+
+
+async def database_chunks(services: Services, f: StoredFile) -> AsyncIterator[bytes] | None:
+    """The bytes of a file kept in the database, one stored chunk at a time (memory stays at
+    one chunk per download); None if they are gone (purged since it was looked up)."""
+    first = await services.store.read(lambda tx: tx.file_chunk(f.file_id, 0))
+    if first is None:
+        return None
+
+    async def chunks(chunk: bytes | None) -> AsyncIterator[bytes]:
+        n = 0
+        while chunk is not None:
+            yield chunk
+            n += 1
+            chunk = await services.store.read(partial(_chunk, f.file_id, n))
+
+    return chunks(first)
+
+
+# -- receiving an upload ------------------------------------------------------------------
+UPLOAD_CHUNK = 64 * 1024  # bytes of the request body handed to `Upload.receive` at a time
+
+
+def partial_name(file_id: str) -> str:
+    """The name under files/ of an upload being received (renamed to its id once whole)."""
+    return f".{file_id}.part"
+
+
+def file_id_of_name(name: str) -> str:
+    """The file id a name under files/ belongs to: the file's own, or its partial upload's."""
+    return name[1:-5] if name.startswith(".") and name.endswith(".part") else name
+
+
+class UploadRefused(Exception):
+    """An upload over a limit: `limit` names which for the log ("upload size" or
+    "storage"), `error` is the answer (413)."""
+
+    def __init__(self, limit: str, error: errors.RpcError) -> None:
+        super().__init__(error.message)
+        self.limit = limit
+        self.error = error
+
+
+def _too_large(services: Services) -> UploadRefused:
+    limit = services.limits.max_file_size
+    return UploadRefused("upload size", errors.too_large(f"file larger than {limit} bytes"))
+
+
+class Upload:
+    """One upload (POST /files) being received. The HTTP layer only streams the body in and
+    writes the answer: `check_size`, `reserve`, `receive`, then `finish`; each refusal is an
+    `UploadRefused`, a full disk a `DiskFull`, and no partial file is left behind."""
+
+    def __init__(self, services: Services, caller: Caller, name: str,
+                 content_type: str) -> None:
+        self.services = services
+        self.caller = caller
+        self.name = name
+        self.content_type = content_type
+        self.file_id = new_file_id()
+        self.final = file_path(services, self.file_id)
+        self.partial = self.final.with_name(partial_name(self.file_id))
+        self.cap = services.limits.max_file_size  # bytes it may take (`reserve` lowers it)
+        self.size = 0
+
+    def check_size(self, declared: int | None) -> None:
+        """Refuse at once a body declared larger than the size limit."""
+        if declared is not None and declared > self.services.limits.max_file_size:
+            raise _too_large(self.services)
+
+    async def reserve(self, declared: int | None) -> None:
+        """--user-storage: refuse at once what cannot fit, and stop reading where it stops
+        fitting."""
+        left = await storage_left(self.services, self.caller)
+        if storage_charge(declared or 0) > left:
+            raise UploadRefused("storage", over_storage(self.services))
+        self.cap = min(self.services.limits.max_file_size, left)
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> None:
+        """Write the body under a temporary name; refused (and removed) past the cap."""
+        try:
+            with open(self.partial, "wb") as out:
+                async for chunk in chunks:
+                    self.size += len(chunk)
+                    if self.size > self.cap:
+                        break
+                    out.write(chunk)
+            over = self.size > self.cap
+            if over:
+                self.partial.unlink()
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if over:
+            if self.size > self.services.limits.max_file_size:
+                raise _too_large(self.services)
+            raise UploadRefused("storage", over_storage(self.services))
+
+    async def finish(self) -> StoredFile:
+        """Register the whole body as the file; `UploadRefused` if it no longer fits
+        --user-storage (concurrent uploads)."""
+        refused: errors.RpcError | None = None
+        try:
+            os.replace(self.partial, self.final)
+            try:
+                stored = await register_upload(self.services, self.caller, self.file_id,
+                                               self.name, self.size, self.content_type)
+            except errors.RpcError as err:
+                self.final.unlink()
+                refused = err
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if refused is not None:
+            raise UploadRefused("storage", refused)
+        self.services.store.health.disk_ok("uploaded files")
+        return stored
+
+    def _failed(self, exc: BaseException) -> None:
+        """Remove what was written; a full disk becomes `DiskFull` (507, logged once)."""
+        for path in (self.partial, self.final):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if is_no_space(exc):
+            raise self.services.store.health.disk_full("uploaded files",
+                                                       self.final.parent) from None

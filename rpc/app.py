@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import time
 from typing import AsyncIterator, Callable, cast
@@ -21,8 +20,7 @@ from methods.background import run_purger, run_scheduler
 from methods.context import Caller, Request, Services, SessionCache
 from methods.discover import document_for
 from methods.files import (
-    file_for_download, file_path, new_file_id, over_storage, register_upload, storage_charge,
-    storage_left,
+    UPLOAD_CHUNK, Upload, UploadRefused, file_for_download, in_database,
 )
 from methods.logsafe import RateLimitedLog, clean
 from methods.poll import PollParams, poll_params
@@ -31,13 +29,13 @@ from rpc.address import client_address
 from rpc import cors
 from rpc.docs import render_docs
 from rpc.filestream import database_download
-from rpc.guard import BodyBudget, body_complete
+from rpc.budget import BodyBudget
+from rpc.guard import body_complete
 from rpc.openrpc import build_openrpc, server_url
 from rpc.protocol import Dispatcher
 from rpc.settings import Settings
 from rpc.webclient import add_client_routes
-from store.base import Store, StoreError, is_no_space
-from store.sql import FILE_IN_DATABASE
+from store.base import Store, StoreError
 from store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -213,51 +211,23 @@ async def handle_poll_head(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_upload(request: web.Request) -> web.StreamResponse:
-    """POST /files?name=N: stream the body to disk, refusing it past the size limit."""
+    """POST /files?name=N: stream the body into an `Upload`, which keeps the limits."""
     caller = await caller_of(request)
-    services = request.app[SERVICES]
-    limit = services.limits.max_file_size
-    if request.content_length is not None and request.content_length > limit:
-        return _upload_too_large(request, limit)
     content_type = request.headers.get("Content-Type") or "application/octet-stream"
-    if not header_text(content_type):
-        return _bad_header(request, "Content-Type")
-    # --user-storage: refuse at once what cannot fit, and stop reading where it stops fitting.
-    left = await storage_left(services, caller)
-    if storage_charge(request.content_length or 0) > left:
-        return _over_storage(request, services)
-    cap = min(limit, left)
-    file_id = new_file_id()
-    final = file_path(services, file_id)
-    partial = final.with_name(f".{file_id}.part")
-    size = 0
+    upload = Upload(request.app[SERVICES], caller, request.query.get("name", ""), content_type)
     try:
-        with open(partial, "wb") as out:
-            async for chunk in request.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > cap:
-                    break
-                out.write(chunk)
-        if size > cap:
-            partial.unlink()
-            return (_upload_too_large(request, limit) if size > limit
-                    else _over_storage(request, services))
-        body_complete(request)
-        os.replace(partial, final)
-        try:
-            stored = await register_upload(services, caller, file_id,
-                                           request.query.get("name", ""), size, content_type)
-        except errors.RpcError as err:  # over --user-storage after all (concurrent uploads)
-            final.unlink()
-            return http_error(int(err.code), err.message)
-    except BaseException as exc:
-        for path in (partial, final):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        if is_no_space(exc):  # 507 (errors_as_json), said once in the log
-            raise services.store.health.disk_full("uploaded files", final.parent) from None
-        raise
-    services.store.health.disk_ok("uploaded files")
+        upload.check_size(request.content_length)
+        if not header_text(content_type):
+            return _bad_header(request, "Content-Type")
+        await upload.reserve(request.content_length)
+        await upload.receive(request.content.iter_chunked(UPLOAD_CHUNK))
+    except UploadRefused as refused:
+        return _refused_upload(request, refused)
+    body_complete(request)
+    try:
+        stored = await upload.finish()
+    except UploadRefused as late:  # over --user-storage after all (concurrent uploads)
+        return http_error(int(late.error.code), late.error.message)
     return json_response({"file_id": stored.file_id, "name": stored.name, "size": stored.size,
                           "content_type": stored.content_type})
 
@@ -276,19 +246,16 @@ def _bad_header(request: web.Request, name: str) -> web.Response:
     return resp
 
 
-def _over_storage(request: web.Request, services: Services) -> web.Response:
-    request.app[WARN].warning("storage", "rejected an upload over --user-storage from %s",
-                              clean(request.remote))
-    resp = http_error(413, over_storage(services).message)
-    resp.force_close()
-    return resp
-
-
-def _upload_too_large(request: web.Request, limit: int) -> web.Response:
-    request.app[WARN].warning("upload size", "rejected upload over %d bytes from %s", limit,
-                              clean(request.remote))
-    resp = http_error(413, f"file larger than {limit} bytes")
-    resp.force_close()
+def _refused_upload(request: web.Request, refused: UploadRefused) -> web.Response:
+    if refused.limit == "storage":
+        request.app[WARN].warning("storage", "rejected an upload over --user-storage from %s",
+                                  clean(request.remote))
+    else:
+        request.app[WARN].warning("upload size", "rejected upload over %d bytes from %s",
+                                  request.app[SERVICES].limits.max_file_size,
+                                  clean(request.remote))
+    resp = http_error(int(refused.error.code), refused.error.message)
+    resp.force_close()  # the rest of the body is not read
     return resp
 
 
@@ -304,8 +271,8 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(f.name)}",
         "X-Content-Type-Options": "nosniff",
     }
-    if f.path == FILE_IN_DATABASE:  # --file-store database
-        streamed = await database_download(request, request.app[SERVICES].store, f, headers)
+    if in_database(f):  # --file-store database
+        streamed = await database_download(request, request.app[SERVICES], f, headers)
         return streamed or http_error(404, "file not found")
     return web.FileResponse(f.path, headers=headers)
 

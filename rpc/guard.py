@@ -1,4 +1,4 @@
-"""Connection-level limits: caps per server and per address, read deadlines, body memory.
+"""Connection-level limits: caps per server and per address, read deadlines, slow readers.
 
 aiohttp's `web.Server` is the protocol factory of the listening socket; `GuardedServer`
 makes each connection's protocol a `GuardedHandler`, which
@@ -19,11 +19,8 @@ Idle keep-alive connections otherwise follow the ordinary keep-alive timeout.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import logging
-import resource
 from typing import Any
 
 import orjson
@@ -32,6 +29,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_request import BaseRequest
 
 from methods.logsafe import RateLimitedLog, clean
+from rpc.budget import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -353,34 +351,6 @@ def body_complete(request: BaseRequest) -> None:
         protocol.body_complete()
 
 
-_libc: Any = None
-
-
-def _c_library() -> Any:
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        except OSError:
-            _libc = False
-    return _libc
-
-
-def tune_malloc() -> None:
-    """Big buffers (answers, bodies) from their own mappings, so freeing them returns the
-    memory to the system (glibc's adaptive threshold would keep them in the heap)."""
-    libc = _c_library()
-    if libc and hasattr(libc, "mallopt"):
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD: fixed, no longer adaptive
-
-
-def release_memory() -> None:
-    """Give freed heap memory back to the system (glibc's malloc_trim)."""
-    libc = _c_library()
-    if libc and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -394,81 +364,3 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, guard: ConnectionGuard)
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
-
-
-def fit_connections_to_descriptors(max_connections: int, reserve: int = 256) -> int:
-    """Raise the descriptor limit as far as allowed; the connection cap that fits under it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max_connections + reserve
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-        except (ValueError, OSError):
-            pass
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        fitted = max(1, soft - reserve)
-        log.warning("only %d file descriptors: --max-connections lowered from %d to %d",
-                    soft, max_connections, fitted)
-        return fitted
-    return max_connections
-
-
-class BodyBudget:
-    """Bytes of request bodies held in memory at once, for the whole process.
-
-    A request reserves its body's size before reading it and gives it back when answered;
-    past the budget it waits (first fit, so small requests pass big waiters), at most
-    `timeout` seconds.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-
-    def try_acquire(self, size: int) -> bool:
-        """Reserve `size` bytes if they fit now (nobody waiting first); else False."""
-        size = min(size, self.capacity)
-        if self._waiters or self.used + size > self.capacity:
-            return False
-        self.used += size
-        return True
-
-    async def acquire(self, size: int, timeout: float) -> bool:
-        """Reserve `size` bytes (at most the capacity); False if not granted in time."""
-        size = min(size, self.capacity)
-        if self.used + size <= self.capacity:
-            self.used += size
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (size, fut)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except BaseException as exc:
-            if fut.done() and not fut.cancelled():
-                self.release(size)  # granted just as we gave up
-            else:
-                fut.cancel()
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
-            if isinstance(exc, asyncio.TimeoutError):
-                return False
-            raise
-
-    def release(self, size: int) -> None:
-        """Give back a reservation; wake waiters that fit now."""
-        self.used -= min(size, self.capacity)
-        still: list[tuple[int, asyncio.Future[None]]] = []
-        for size_, fut in self._waiters:
-            if fut.done():
-                continue
-            if self.used + size_ <= self.capacity:
-                self.used += size_
-                fut.set_result(None)
-            else:
-                still.append((size_, fut))
-        self._waiters = still

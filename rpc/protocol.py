@@ -14,7 +14,7 @@ from methods.auth import authenticate
 from methods.base import Method, PublicMethod, UserMethod
 from methods.context import Request, Services
 from methods.logsafe import RateLimitedLog, clean
-from rpc.guard import BodyBudget
+from rpc.budget import BodyBudget
 from rpc.exactjson import ID_TYPES, loads_exact, needs_exact_ids
 from rpc.validation import ParamsValidator
 from store.base import StoreError

@@ -10,10 +10,8 @@ from typing import Sequence
 from aiohttp import web
 
 from rpc.app import create_app
-from rpc.guard import (
-    ConnectionGuard, GuardedAppRunner, fit_connections_to_descriptors, quiet_accept_errors,
-    tune_malloc,
-)
+from rpc.budget import fit_connections_to_descriptors, tune_malloc
+from rpc.guard import ConnectionGuard, GuardedAppRunner, quiet_accept_errors
 from rpc.settings import Settings, parse_settings
 from store.base import StoreUnavailable
 

@@ -20,195 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from functools import partial
 import logging
 import os
-import re
-import socket
 import uuid
-from typing import Any, AsyncIterator, Sequence
-from urllib.parse import urlsplit
+from typing import Any
 
 import asyncpg
-import orjson
 
 from store.base import StoreError, StoreUnavailable, T, TxFn
 from store.batch import BatchingStore
 from store.coalesce import Coalescer, EventReads
 from store.migrations import migrate
 from store.models import EventRecord, Session, UserId
-from store.sql import Db, Row, SqlTx, Wakeups
+from store.pg_db import (
+    BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
+    READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
+    WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
+    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url,
+)
+from store.sql import Db, SqlTx, Wakeups
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "messenger_events"
-WRITE_LOCK = 0x6D657373  # "mess": the write-order lock
-MIGRATE_LOCK = 0x6D696772  # "migr"
-_PLACEHOLDER = re.compile(r"\?")
-
-CONNECT_TIMEOUT = 3.0  # seconds to open a connection before the database counts as unreachable
-RETRY_INTERVAL = 0.5  # after a failed connect, calls fail at once for this long
-LISTEN_PING = 2.0  # the listener checks its (otherwise silent) connection this often
-COMMIT_LOOKUP = 3.0  # seconds to find out whether a COMMIT whose connection died took effect
-ANALYZE_EVERY = 10.0  # seconds between looks at how much the tables changed (autovacuum off)
-ANALYZED = ("events", "messages", "members", "users", "sessions", "files", "file_chunks")
-NOTIFY_FULL = 0.5  # NOTIFY queue usage past which commits stop sending NOTIFY
-MAX_NOTIFY = 2000  # bytes of a NOTIFY payload; a bigger one becomes "wake everyone"
-# Server side: the server notices a vanished client (keepalives), ends the transaction of a
-# frozen one (idle_in_transaction_session_timeout) and its hold on the write lock with it.
-_KEEPALIVE = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
-              "tcp_keepalives_count": "3", "tcp_user_timeout": "10000"}
-WRITER_SETTINGS = {**_KEEPALIVE, "idle_in_transaction_session_timeout": "1500",
-                   "lock_timeout": "5000", "statement_timeout": "15000"}
-READER_SETTINGS = {**_KEEPALIVE, "idle_in_transaction_session_timeout": "10000"}
-WRITER_COMMAND_TIMEOUT = 20.0  # client side, past statement_timeout
-
-
-def _lost(exc: BaseException) -> bool:
-    """Whether the connection is gone (closed, refused, terminated, timed out): replace it."""
-    if isinstance(exc, asyncpg.QueryCanceledError):
-        return False  # statement_timeout: the connection itself is fine
-    if isinstance(exc, asyncpg.InterfaceError):
-        return "closed" in str(exc)
-    # InternalClientError: the driver's state went astray when the server ended the
-    # connection under a query ("cannot switch to state ..."); the connection is useless.
-    return isinstance(exc, (OSError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
-                            asyncpg.exceptions.OperatorInterventionError,
-                            asyncpg.exceptions.IdleInTransactionSessionTimeoutError))
-
-
-_BUSY = (asyncpg.QueryCanceledError, asyncpg.exceptions.LockNotAvailableError,
-         asyncpg.exceptions.TooManyConnectionsError,
-         asyncpg.exceptions.ReadOnlySQLTransactionError)
-
-
-_REFUSED = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # user, password
-            asyncpg.exceptions.InvalidCatalogNameError)  # no such database
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-def safe_url(url: str) -> str:
-    """The database URL without its password (for the log)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    return f"{host}:{parts.port or 5432}{parts.path}"
-
-
-def _keepalive(conn: Any) -> None:
-    """Client-side TCP keepalives: a silent partition ends the connection in seconds."""
-    transport = getattr(conn, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 10_000)
-    except (OSError, AttributeError):  # not Linux: the server-side timeouts still hold
-        pass
-
-
-async def _analyze(table: str, tx: SqlTx) -> None:
-    await tx.db.execute(f"ANALYZE {table}")
-
-
-class _NotCommitted(Exception):
-    """The batch's connection died and its transaction certainly did not commit."""
-
-
-def to_pg(sql: str) -> str:
-    """`?` placeholders to `$1, $2, ...` (our SQL never has `?` inside literals)."""
-    counter = iter(range(1, 10_000))
-    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
-
-
-class PgDb:
-    """The `Db` adapter over one asyncpg connection."""
-
-    dialect = "postgres"
-
-    _cache: dict[str, str] = {}
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def _sql(self, sql: str) -> str:
-        converted = self._cache.get(sql)
-        if converted is None:
-            converted = self._cache[sql] = to_pg(sql)
-        return converted
-
-    async def fetchall(self, sql: str, *args: object) -> list[Row]:
-        """All rows of a query."""
-        rows: list[Row] = await self.conn.fetch(self._sql(sql), *args)
-        return rows
-
-    async def fetchone(self, sql: str, *args: object) -> Row | None:
-        """The first row of a query, or None."""
-        row: Row | None = await self.conn.fetchrow(self._sql(sql), *args)
-        return row
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        """Run a statement for each row of arguments, pipelined: one round trip."""
-        await self.conn.executemany(self._sql(sql), rows)
-
-    async def execute(self, sql: str, *args: object) -> int:
-        """Run a statement; rows changed (from the command tag)."""
-        tag: str = await self.conn.execute(self._sql(sql), *args)
-        last = tag.rsplit(" ", 1)[-1]
-        return int(last) if last.isdigit() else 0
-
-
-def encode_wakeups(origin: str, wakeups: Wakeups) -> str | None:
-    """The NOTIFY payload: the origin process and whom the commit concerns."""
-    if not (wakeups.everyone or wakeups.users or wakeups.chats or wakeups.ended):
-        return None
-    body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
-            "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
-    payload = orjson.dumps(body).decode()
-    if len(payload) > MAX_NOTIFY:  # keep the shared NOTIFY queue light: wake everyone
-        # Ended sessions are kept (64 hex characters each; a commit ends few of them).
-        payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": [],
-                                "s": sorted(wakeups.ended)[:100]}).decode()
-    return payload
-
-
-def decode_wakeups(payload: str) -> tuple[str, Wakeups]:
-    """Inverse of `encode_wakeups`."""
-    body = orjson.loads(payload)
-    w = Wakeups()
-    w.everyone = bool(body["e"])
-    w.users = {int(u) for u in body["u"]}
-    w.chats = set(body["c"])
-    w.ended = {str(s) for s in body.get("s", ())}
-    return str(body["o"]), w
-
-
-class _Migrations:
-    """The migration runner's view of a connection: one transaction under the advisory
-    lock, so processes starting together migrate one after the other."""
-
-    dialect = "postgres"
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        async with self.conn.transaction():
-            await self.conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-            yield
-
-    async def execute(self, sql: str) -> None:
-        await self.conn.execute(sql)
-
-    async def fetch_value(self, sql: str) -> Any:
-        return await self.conn.fetchval(sql)
 
 
 class PostgresStore(BatchingStore):
@@ -258,21 +90,21 @@ class PostgresStore(BatchingStore):
             await self._listen()
         except Exception as exc:
             await self._close_connections()
-            if isinstance(exc, StoreError) or _lost(exc):
+            if isinstance(exc, StoreError) or is_lost(exc):
                 raise StoreUnavailable(
-                    f"PostgreSQL unreachable at {safe_url(self.url)}: {_reason(exc)}") from None
-            if isinstance(exc, _REFUSED):
+                    f"PostgreSQL unreachable at {safe_url(self.url)}: {reason_of(exc)}") from None
+            if isinstance(exc, REFUSED_ERRORS):
                 raise StoreUnavailable(
                     f"PostgreSQL at {safe_url(self.url)} refused the connection: "
-                    f"{_reason(exc)}") from None
+                    f"{reason_of(exc)}") from None
             raise
         self._listen_task = asyncio.create_task(self._keep_listening(), name="pg-listener")
-        self._analyzer = asyncio.create_task(self._keep_analyzed(), name="pg-analyze")
+        self._analyzer = asyncio.create_task(keep_analyzed(self), name="pg-analyze")
         self._start_writer()
 
     @staticmethod
     async def _init_reader(conn: Any) -> None:
-        _keepalive(conn)
+        client_keepalive(conn)
 
     @staticmethod
     def _settings(base: dict[str, str], role: str) -> dict[str, str]:
@@ -287,7 +119,7 @@ class PostgresStore(BatchingStore):
 
     def _unreachable(self, exc: BaseException) -> StoreUnavailable:
         self._retry_at = asyncio.get_running_loop().time() + RETRY_INTERVAL
-        return self.health.database_down(_reason(exc))
+        return self.health.database_down(reason_of(exc))
 
     async def _connect_writer(self) -> Any:
         self._gate()
@@ -296,10 +128,10 @@ class PostgresStore(BatchingStore):
                                          server_settings=self._settings(WRITER_SETTINGS, "writer"),
                                          command_timeout=WRITER_COMMAND_TIMEOUT)
         except Exception as exc:
-            if _lost(exc):
+            if is_lost(exc):
                 raise self._unreachable(exc) from None
             raise
-        _keepalive(conn)
+        client_keepalive(conn)
         self.health.database_up()
         return conn
 
@@ -313,13 +145,13 @@ class PostgresStore(BatchingStore):
     def _failure(self, exc: BaseException) -> BaseException:
         if isinstance(exc, StoreError):
             return exc
-        if isinstance(exc, _NotCommitted):
+        if isinstance(exc, NotCommitted):
             return StoreUnavailable("the database connection was lost; nothing was written")
         if isinstance(exc, asyncpg.exceptions.DiskFullError):
             return self.health.disk_full("database")
-        if _lost(exc):
+        if is_lost(exc):
             return self._unreachable(exc)
-        if isinstance(exc, _BUSY):
+        if isinstance(exc, BUSY_ERRORS):
             return StoreUnavailable(f"database busy ({type(exc).__name__})")
         return exc
 
@@ -329,10 +161,10 @@ class PostgresStore(BatchingStore):
                                 asyncpg.InternalClientError, OSError, asyncio.TimeoutError))
 
     def _retryable(self, exc: BaseException) -> bool:
-        if _lost(exc):
+        if is_lost(exc):
             self._drop_writer()
             return True
-        return isinstance(exc, _NotCommitted)
+        return isinstance(exc, NotCommitted)
 
     # -- the listener ----------------------------------------------------------------------
     async def _listen(self) -> asyncio.Event:
@@ -343,10 +175,10 @@ class PostgresStore(BatchingStore):
                 self.url, timeout=CONNECT_TIMEOUT,
                 server_settings=self._settings(READER_SETTINGS, "listener"))
         except Exception as exc:
-            if _lost(exc):
+            if is_lost(exc):
                 raise self._unreachable(exc) from None
             raise
-        _keepalive(conn)
+        client_keepalive(conn)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
@@ -376,7 +208,7 @@ class PostgresStore(BatchingStore):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("listener ping failed: %s", _reason(exc))
+                log.debug("listener ping failed: %s", reason_of(exc))
             log.warning("lost the LISTEN connection; reconnecting")
             conn.terminate()
             while True:
@@ -395,32 +227,8 @@ class PostgresStore(BatchingStore):
             everyone.everyone = True
             self.notifier.wake(everyone)
 
-    async def _keep_analyzed(self) -> None:
-        """Where autovacuum is off, keep the planner's statistics of the growing tables fresh
-        as autoanalyze would (ANALYZE past 10% changed rows): with none, PostgreSQL takes a
-        100,000-message chat for an empty one and sorts all of it to show a page."""
-        try:
-            on = await self.read(lambda tx: tx.db.fetchone("SHOW autovacuum"))
-        except StoreError:
-            on = None
-        if on is not None and on[0] == "on":
-            return
-        while True:
-            await asyncio.sleep(ANALYZE_EVERY)
-            try:
-                stale = await self.read(lambda tx: tx.db.fetchall(
-                    "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(?::text[])"
-                    " AND n_mod_since_analyze > 50 + 0.1 * n_live_tup", list(ANALYZED)))
-                for (table,) in stale:
-                    if table in ANALYZED:  # a fixed list: never a name from elsewhere
-                        await self.read(partial(_analyze, table))
-            except StoreError:
-                continue
-            except Exception:
-                log.exception("refreshing planner statistics failed")
-
     async def _migrate(self, conn: Any) -> None:
-        await migrate(_Migrations(conn))
+        await migrate(MigrationConn(conn))
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         origin, wakeups = decode_wakeups(payload)
@@ -473,12 +281,12 @@ class PostgresStore(BatchingStore):
                     try:
                         result = await fn(SqlTx(PgDb(conn)))
                     except Exception as exc:
-                        if _lost(exc):  # so that the pool opens a new one
+                        if is_lost(exc):  # so that the pool opens a new one
                             with contextlib.suppress(asyncpg.InterfaceError):  # gone already
                                 conn.terminate()
                         raise
             except Exception as exc:
-                if attempt < self.pool_size and _lost(exc) and not isinstance(exc, OSError):
+                if attempt < self.pool_size and is_lost(exc) and not isinstance(exc, OSError):
                     continue  # a pooled connection the server had ended: the pool replaces it
                 error = self._failure(exc)
                 if error is exc:
@@ -547,8 +355,8 @@ class PostgresStore(BatchingStore):
             self._xid = await self._wconn.fetchval("SELECT txid_current()")
         try:
             if await self._wconn.execute("COMMIT") != "COMMIT":  # it had failed: nothing
-                raise _NotCommitted()
-        except _NotCommitted:
+                raise NotCommitted()
+        except NotCommitted:
             self._tx = None
             raise
         except Exception as exc:
@@ -556,12 +364,12 @@ class PostgresStore(BatchingStore):
             if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
                 # "too many notifications in the NOTIFY queue": rolled back; the next try
                 # sees the queue usage and commits without NOTIFY.
-                raise _NotCommitted() from exc
-            if not _lost(exc):
+                raise NotCommitted() from exc
+            if not is_lost(exc):
                 raise
             self._drop_writer()
             if not await self._committed(self._xid, exc):
-                raise _NotCommitted() from exc
+                raise NotCommitted() from exc
             log.warning("the connection died during COMMIT, but the batch had committed")
         self._tx = None
         self.health.database_up()

@@ -9,7 +9,6 @@ from typing import AsyncIterator
 import pytest
 
 from store.base import Store
-import store.sql as store_sql
 from store import sql_messages
 from store.models import GENERAL_CHAT, Chat, ChatId, Scheduled, ScheduledId, StoredMessage
 from store.models import FileId, MessageId, User
@@ -329,10 +328,10 @@ async def test_unread_count_is_capped(store: Store) -> None:
     for i in range(cap + 2):
         await send(store, GENERAL_CHAT, b, f"cap{i}")
     try:
-        setattr(store_sql, "UNREAD_CAP", cap)  # store.sql's own binding of the constant
+        setattr(sql_messages, "UNREAD_CAP", cap)  # the binding unread_counts reads
         unread = await store.read(lambda tx: tx.unread_counts(a.user_id, 0, time.time()))
     finally:
-        setattr(store_sql, "UNREAD_CAP", original)
+        setattr(sql_messages, "UNREAD_CAP", original)
     assert unread[GENERAL_CHAT] == cap
 
 

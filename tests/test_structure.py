@@ -142,8 +142,6 @@ def test_no_client_file_is_too_long() -> None:
     assert long_files(("client",)) == {}
 
 
-@pytest.mark.xfail(strict=False, reason="issue 15: the server packages are being split by "
-                                        "another helper (rpc/docs.py, store/sql.py, ...)")
 def test_no_server_file_is_too_long() -> None:
     assert long_files(SERVER_PACKAGES) == {}
 
