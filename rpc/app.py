@@ -93,7 +93,7 @@ async def caller_of(request: web.Request) -> Caller:
     try:
         return await authenticate(request.app[SERVICES], bearer(request))
     except errors.RpcError as err:
-        raise web.HTTPUnauthorized(body=orjson.dumps({"error": err.to_dict()}),
+        raise web.HTTPUnauthorized(text=orjson.dumps({"error": err.to_dict()}).decode(),
                                    content_type=JSON) from None
 
 

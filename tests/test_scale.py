@@ -15,9 +15,9 @@ import pytest
 from store.base import Store
 from store.models import ChatId, EventRecord, MessageId, StoredMessage, User, UserId
 from store.postgres import PostgresStore
-from methods.rules import register_user
 from store.sql import SqlTx
 from store.sqlite import SqliteStore
+from tests.test_store import make_user
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -30,14 +30,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.open()
     yield s
     await s.close()
-
-
-async def make_user(store: Store, name: str) -> User:
-    async def create(tx: SqlTx) -> User:
-        user = await register_user(tx, name, "hash", time.time())  # joins general too
-        assert user is not None
-        return user
-    return await store.write(create)
 
 
 async def group(store: Store, *members: User) -> ChatId:
