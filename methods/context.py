@@ -130,6 +130,28 @@ class SessionCache:
 
 
 @dataclass
+class SendCounts:
+    """Sends per user in the current --send-period window (this process's share)."""
+
+    window: float = 0.0
+    used: dict[UserId, int] = field(default_factory=dict)
+
+    def count(self, user_id: UserId, window: float) -> int:
+        """Sends of a user so far in `window` (a new window forgets the last one at once)."""
+        if window != self.window:
+            self.window, self.used = window, {}
+        return self.used.get(user_id, 0)
+
+    def add(self, user_id: UserId, delta: int = 1) -> None:
+        """Count a send (or give one back with -1)."""
+        left = self.used.get(user_id, 0) + delta
+        if left > 0:
+            self.used[user_id] = left
+        else:
+            self.used.pop(user_id, None)
+
+
+@dataclass
 class Services:
     """Long-lived collaborators shared by all methods (one per app, no globals)."""
 
@@ -146,7 +168,7 @@ class Services:
     logins_in_flight: LoginsInFlight = field(default_factory=LoginsInFlight)
     files_in_database: bool = False  # --file-store database: uploads live in the database
     # --send-limit: per user, the start of the current window and messages sent in it.
-    send_counts: dict[UserId, tuple[float, int]] = field(default_factory=dict)
+    send_counts: SendCounts = field(default_factory=lambda: SendCounts())
 
     def now(self) -> float:
         """The current time (injectable for tests)."""

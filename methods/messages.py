@@ -12,7 +12,7 @@ from methods.base import Result, UserMethod
 from methods.context import Caller, Request, Services, parse_rfc3339
 from methods.rules import (
     check_direct_allowed, check_not_banned, check_quota, check_send_limit, existing_user,
-    member_chat, message_in_chat, new_id, rejoin,
+    member_chat, message_in_chat, new_id, rejoin, release_send,
 )
 from methods.views import event_body, message_view, scheduled_view
 from store.models import (
@@ -156,17 +156,38 @@ class Send(UserMethod[SendParams]):
                                             "/send_at")
             if send_at - now > services.limits.max_schedule_ahead:
                 raise errors.invalid_params("send_at is more than a year ahead", "/send_at")
-        check_send_limit(services, caller.user_id, now)  # every chat: bounds the disk
-        if send_at is not None and send_at > now:
-            return {"scheduled": await schedule(services, draft, send_at, now)}
+        try:
+            check_send_limit(services, caller.user_id, now)  # every chat: bounds the disk
+        except errors.RpcError:
+            retried = await _already_sent(services, draft, now)
+            if retried is None:
+                raise
+            return {"message": message_view(retried)}  # a retry stores nothing new
+        try:
+            if send_at is not None and send_at > now:
+                return {"scheduled": await schedule(services, draft, send_at, now)}
 
-        async def send(tx: SqlTx) -> tuple[StoredMessage, dict[str, Any]]:
-            return await deliver(tx, services, draft, now)
+            async def send(tx: SqlTx) -> tuple[StoredMessage, dict[str, Any]]:
+                return await deliver(tx, services, draft, now)
 
-        stored, view = await services.store.write(
-            send, prefetch=(draft.author_id, draft.chat_id, draft.client_msg_id))
+            stored, view = await services.store.write(
+                send, prefetch=(draft.author_id, draft.chat_id, draft.client_msg_id))
+        except Exception:
+            release_send(services, caller.user_id)  # nothing was stored
+            raise
+        if stored.sent_at != now:  # a retry of a client_msg_id already sent: nothing new
+            release_send(services, caller.user_id)
         log.debug("%s sent %s to %s", caller.username, stored.message_id, stored.chat_id)
         return {"message": view}
+
+
+async def _already_sent(services: Services, draft: Draft, now: float) -> StoredMessage | None:
+    """The live message this draft's client_msg_id already sent, if any."""
+    key = draft.client_msg_id
+    if key is None:
+        return None
+    return await services.store.read(
+        lambda tx: tx.find_client_message(draft.author_id, key, now))
 
 
 async def check_scheduled_count(tx: SqlTx, services: Services, user_id: UserId) -> None:

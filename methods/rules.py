@@ -158,21 +158,21 @@ async def check_direct_allowed(tx: SqlTx, author: User, chat: Chat | None,
 
 def check_send_limit(services: Services, user_id: UserId, now: float) -> None:
     """429 with retry_after past --send-limit messages in the fixed --send-period window,
-    all chats together; else count one. Counted in memory, per server process."""
+    all chats together; else count one (`release_send` gives it back). Counted in memory,
+    per server process."""
     limit, period = services.limits.send_limit, services.limits.send_period
     window = math.floor(now / period) * period
     counts = services.send_counts
-    start, used = counts.get(user_id, (window, 0))
-    if start != window:
-        used = 0
-    if used >= limit:
+    if counts.count(user_id, window) >= limit:
         retry = max(1, math.ceil(window + period - now))
         raise errors.too_many(
             f"limit of {limit} messages per {period:g} seconds reached", retry, limit=limit)
-    if len(counts) >= 100_000:  # forget finished windows
-        for key in [k for k, (s, _) in counts.items() if s != window]:
-            del counts[key]
-    counts[user_id] = (window, used + 1)
+    counts.add(user_id)
+
+
+def release_send(services: Services, user_id: UserId) -> None:
+    """A counted send stored nothing new (refused, or a retry of one already sent)."""
+    services.send_counts.add(user_id, -1)
 
 
 # -- the general chat's quota ------------------------------------------------------------

@@ -735,9 +735,17 @@ async def test_sends_are_limited_per_user_across_all_chats(
     api = Api(http, server.url)
     await api.connect(unique_name("sl"))
     chat_id = (await api.call("chats.create", title="mine"))["chat"]["chat_id"]
-    for i in range(4):
+    # Refused sends store nothing and count nothing.
+    for _ in range(3):
+        refused = await api.error("messages.send", chat_id="no-such-chat", text="x")
+        assert refused.code == 404
+    first = await api.call("messages.send", chat_id=chat_id, text="m0", client_msg_id="k0")
+    for i in range(1, 4):
         await api.call("messages.send", chat_id=chat_id, text=f"m{i}")
     await api.call("messages.send", chat_id=chat_id, text="later", send_at=send_at_later())
+    # At the limit, a retry of a send that went through still answers the first message.
+    again = await api.call("messages.send", chat_id=chat_id, text="m0", client_msg_id="k0")
+    assert again["message"] == first["message"]
     failure = await api.error("messages.send", chat_id=chat_id, text="one too many")
     assert failure.code == 429, failure
     assert 0 < failure.data["retry_after"] <= 3600 and failure.data["limit"] == 5
