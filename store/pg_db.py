@@ -152,10 +152,27 @@ def encode_wakeups(origin: str, wakeups: Wakeups) -> str | None:
             "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
     payload = orjson.dumps(body).decode()
     if len(payload) > MAX_NOTIFY:  # keep the shared NOTIFY queue light: wake everyone
-        # Ended sessions are kept (64 hex characters each; a commit ends few of them).
+        # The first ended sessions ride along (64 hex characters each); the rest follow in
+        # payloads of their own (`more_ended_payloads`).
         payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": [],
-                                "s": sorted(wakeups.ended)[:100]}).decode()
+                                "s": sorted(wakeups.ended)[:ENDED_PER_NOTIFY]}).decode()
     return payload
+
+
+ENDED_PER_NOTIFY = 100  # ended sessions per NOTIFY payload (under PostgreSQL's 8000 bytes)
+
+
+def more_ended_payloads(origin: str, wakeups: Wakeups) -> list[str]:
+    """Payloads for the ended sessions `encode_wakeups` had no room for (rare: over 100
+    sessions ended in one commit, by disconnects or --max-sessions evictions)."""
+    body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
+            "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
+    if len(orjson.dumps(body)) <= MAX_NOTIFY:
+        return []
+    rest = sorted(wakeups.ended)[ENDED_PER_NOTIFY:]
+    return [orjson.dumps({"o": origin, "e": False, "u": [], "c": [],
+                          "s": rest[i:i + ENDED_PER_NOTIFY]}).decode()
+            for i in range(0, len(rest), ENDED_PER_NOTIFY)]
 
 
 def decode_wakeups(payload: str) -> tuple[str, Wakeups]:

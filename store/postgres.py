@@ -36,7 +36,7 @@ from store.pg_db import (
     BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
     READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
     WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
-    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url,
+    encode_wakeups, is_lost, keep_analyzed, more_ended_payloads, reason_of, safe_url,
 )
 from store.sql import Db, SqlTx, Wakeups
 
@@ -351,6 +351,9 @@ class PostgresStore(BatchingStore):
         payload = encode_wakeups(self.origin, wakeups)
         if payload is not None:
             await self._notify(payload)
+            for more in more_ended_payloads(self.origin, wakeups):
+                if not self._notify_full:
+                    await self._wconn.execute("SELECT pg_notify($1, $2)", CHANNEL, more)
         else:
             self._xid = await self._wconn.fetchval("SELECT txid_current()")
         try:

@@ -158,3 +158,27 @@ async def test_read_markers_written_together_only_move_forward(store: Store) -> 
     again = await store.read(lambda tx: tx.get_user(a.user_id))
     assert again is not None and again.read_seq == newest - 1
     assert await store.issued_seq(at_least=newest) >= newest
+
+
+def test_every_ended_session_reaches_other_processes_whatever_their_number() -> None:
+    from store.pg_db import MAX_NOTIFY, decode_wakeups, encode_wakeups, more_ended_payloads
+    from store.sql import Wakeups
+
+    wakeups = Wakeups()
+    wakeups.users = set(range(5000))  # too many to name: the first payload wakes everyone
+    wakeups.ended = {f"{i:064x}" for i in range(350)}
+    first = encode_wakeups("me", wakeups)
+    assert first is not None
+    payloads = [first, *more_ended_payloads("me", wakeups)]
+    assert all(len(p.encode()) <= 8000 for p in payloads) and len(first) <= MAX_NOTIFY + 8000
+    seen: set[str] = set()
+    for p in payloads:
+        origin, w = decode_wakeups(p)
+        assert origin == "me"
+        seen |= w.ended
+    assert seen == wakeups.ended
+    assert decode_wakeups(first)[1].everyone
+
+    few = Wakeups()
+    few.ended = {"a" * 64}
+    assert more_ended_payloads("me", few) == []
