@@ -9,10 +9,12 @@ from store.sql_base import SqlTxBase
 
 # A user's stream on PostgreSQL: per chat, a walk of the (chat_id, seq) index from the
 # cursor (row comparisons, so that no plan can walk the seq index instead and skip past
-# other chats' events), at most `lim` each, merged. Parameters: `?` for the expiry time.
+# other chats' events), at most `lim` each, merged. Parameters: `?` for the expiry time
+# (twice: events of the user's own, then the chats').
 _PG_STREAM = (
     "SELECT seq, body FROM ("
     "(SELECT e.seq, e.body FROM events e WHERE e.user_id = {user} AND e.seq > {after}"
+    " AND (e.expires_at IS NULL OR e.expires_at > ?)"
     " ORDER BY e.user_id, e.seq LIMIT {lim})"
     " UNION ALL"
     " SELECT x.seq, x.body FROM members m CROSS JOIN LATERAL ("
@@ -77,18 +79,19 @@ class EventsSql(SqlTxBase):
         if self.db.dialect == "postgres":
             rows = await self.db.fetchall(
                 "SELECT seq, body FROM (" + _PG_STREAM.format(user="?", after="?", lim="?")
-                + ") AS s", user_id, after, limit, after, now, limit, user_id, limit)
+                + ") AS s", user_id, after, now, limit, after, now, limit, user_id, limit)
             return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
         rows = await self.db.fetchall(
             "SELECT seq, body FROM ("
             " SELECT e.seq, e.body FROM events e WHERE e.user_id = ? AND e.seq > ?"
+            " AND (e.expires_at IS NULL OR e.expires_at > ?)"
             " UNION ALL"
             " SELECT e.seq, e.body FROM members m JOIN events e ON e.chat_id = m.chat_id"
             " WHERE m.user_id = ? AND e.seq > ? AND e.seq > m.joined_seq"
             " AND (m.left_seq IS NULL OR e.seq <= m.left_seq)"
             " AND (e.expires_at IS NULL OR e.expires_at > ?)"
             ") AS s ORDER BY seq LIMIT ?",
-            user_id, after, user_id, after, now, limit)
+            user_id, after, now, user_id, after, now, limit)
         return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
 
     async def read_events_many(self, queries: Sequence[tuple[UserId, int, int]],
@@ -102,7 +105,8 @@ class EventsSql(SqlTxBase):
             " WITH ORDINALITY AS q(user_id, after, lim, i) CROSS JOIN LATERAL ("
             + _PG_STREAM.format(user="q.user_id", after="q.after", lim="q.lim")
             + ") AS s ORDER BY q.i, s.seq",
-            [q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries], now)
+            [q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries], now,
+            now)
         out: list[list[EventRecord]] = [[] for _ in queries]
         for i, seq, body in rows:
             out[int(i) - 1].append(EventRecord(int(seq), body.encode()))

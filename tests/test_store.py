@@ -372,6 +372,18 @@ async def test_read_events_are_purged_with_their_message(store: Store) -> None:
     assert await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, later)) == []
 
 
+async def test_expired_user_events_are_left_out_before_any_purge(store: Store) -> None:
+    a = await make_user(store, "pe2")
+    now = time.time()
+    await store.write(lambda tx: tx.add_read_event(a.user_id, b'{"type":"read"}', now + 60))
+    await store.write(lambda tx: tx.add_user_event(a.user_id, "ban", b'{"type":"ban"}'))
+    later = now + 120  # the read event's message has expired; the ban event never expires
+    for events in (await store.read(lambda tx: tx.read_events(a.user_id, 0, 10, later)),
+                   (await store.read(lambda tx: tx.read_events_many(
+                       [(a.user_id, 0, 10)], later)))[0]):
+        assert [e.body for e in events] == [b'{"type":"ban"}']
+
+
 async def test_the_general_chat_comes_from_the_migrations(store: Store) -> None:
     """A fresh database has the general chat (the last migration made it), nobody in it."""
     started = time.time()
