@@ -272,6 +272,20 @@ MIGRATIONS: list[str | dict[str, str]] = [
     INSERT INTO chats (chat_id, kind, title, owner_id, created_at)
     VALUES ('general', 'general', 'General', NULL, {now}) ON CONFLICT DO NOTHING;
     """,
+    # 8: memberships a user ended and then resumed, while the chat went on in between: the
+    # events of the old one stay theirs to poll (ChatsSql.add_member), for the message
+    # lifetime after the comeback (purge_chunk).
+    """
+    CREATE TABLE past_members (
+        user_id {bigint} NOT NULL,
+        chat_id TEXT NOT NULL,
+        joined_seq {bigint} NOT NULL,
+        left_seq {bigint} NOT NULL,
+        resumed_at {real} NOT NULL,
+        PRIMARY KEY (user_id, chat_id, joined_seq)
+    );
+    CREATE INDEX past_members_age ON past_members (resumed_at);
+    """,
 ]
 
 

@@ -57,8 +57,24 @@ class ChatsSql(EventsSql):
         return m is not None and m.active
 
     async def add_member(self, chat_id: ChatId, user_id: UserId, now: float) -> None:
-        """Make a user a member from the next event on."""
+        """Make a user a member from the next event on.
+
+        Someone coming back to a chat they left keeps the events of their old membership
+        that they have not polled yet (a client of theirs may be offline), and gets none
+        of those in between: the old membership is kept as a past one (`past_members`,
+        which `read_events` reads too). They count as joining now (member order, heirs).
+        """
         seq = await self.last_seq()
+        r = await self.db.fetchone(
+            "SELECT joined_seq, left_seq FROM members WHERE chat_id = ? AND user_id = ?",
+            chat_id, user_id)
+        if r is not None and r[1] is not None:
+            joined, left = int(r[0]), int(r[1])
+            if left > joined:
+                await self.db.execute(
+                    "INSERT INTO past_members (user_id, chat_id, joined_seq, left_seq,"
+                    " resumed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    user_id, chat_id, joined, left, now)
         await self.db.execute(
             "INSERT INTO members (chat_id, user_id, joined_seq, left_seq, joined_at)"
             " VALUES (?, ?, ?, NULL, ?) ON CONFLICT (user_id, chat_id) DO UPDATE"

@@ -23,6 +23,14 @@ _PG_STREAM = (
     f" AND (e.chat_id, e.seq) <= (m.chat_id, COALESCE(m.left_seq, {MAX_SEQ}))"
     " AND (e.expires_at IS NULL OR e.expires_at > ?)"
     " ORDER BY e.chat_id, e.seq LIMIT {lim}) AS x WHERE m.user_id = {user}"
+    " UNION ALL"
+    " SELECT x.seq, x.body FROM past_members p CROSS JOIN LATERAL ("
+    "SELECT e.seq, e.body FROM events e"
+    " WHERE (e.chat_id, e.seq) > (p.chat_id, GREATEST({after}, p.joined_seq))"
+    " AND (e.chat_id, e.seq) <= (p.chat_id, p.left_seq)"
+    " AND (e.expires_at IS NULL OR e.expires_at > ?)"
+    " ORDER BY e.chat_id, e.seq LIMIT {lim}) AS x"
+    " WHERE p.user_id = {user} AND p.left_seq > {after}"
     ") AS u ORDER BY seq LIMIT {lim}")
 
 
@@ -79,7 +87,8 @@ class EventsSql(SqlTxBase):
         if self.db.dialect == "postgres":
             rows = await self.db.fetchall(
                 "SELECT seq, body FROM (" + _PG_STREAM.format(user="?", after="?", lim="?")
-                + ") AS s", user_id, after, now, limit, after, now, limit, user_id, limit)
+                + ") AS s", user_id, after, now, limit, after, now, limit, user_id,
+                after, now, limit, user_id, after, limit)
             return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
         rows = await self.db.fetchall(
             "SELECT seq, body FROM ("
@@ -90,8 +99,12 @@ class EventsSql(SqlTxBase):
             " WHERE m.user_id = ? AND e.seq > ? AND e.seq > m.joined_seq"
             " AND (m.left_seq IS NULL OR e.seq <= m.left_seq)"
             " AND (e.expires_at IS NULL OR e.expires_at > ?)"
+            " UNION ALL"
+            " SELECT e.seq, e.body FROM past_members p JOIN events e ON e.chat_id = p.chat_id"
+            " WHERE p.user_id = ? AND p.left_seq > ? AND e.seq > ? AND e.seq > p.joined_seq"
+            " AND e.seq <= p.left_seq AND (e.expires_at IS NULL OR e.expires_at > ?)"
             ") AS s ORDER BY seq LIMIT ?",
-            user_id, after, now, user_id, after, now, limit)
+            user_id, after, now, user_id, after, now, user_id, after, after, now, limit)
         return [EventRecord(int(r[0]), r[1].encode()) for r in rows]
 
     async def read_events_many(self, queries: Sequence[tuple[UserId, int, int]],
@@ -106,7 +119,7 @@ class EventsSql(SqlTxBase):
             + _PG_STREAM.format(user="q.user_id", after="q.after", lim="q.lim")
             + ") AS s ORDER BY q.i, s.seq",
             [q[0] for q in queries], [q[1] for q in queries], [q[2] for q in queries], now,
-            now)
+            now, now)
         out: list[list[EventRecord]] = [[] for _ in queries]
         for i, seq, body in rows:
             out[int(i) - 1].append(EventRecord(int(seq), body.encode()))

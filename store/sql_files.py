@@ -90,6 +90,10 @@ class FilesSql(SqlTxBase):
                                   *[r[0] for r in files])
             await self.db.execute(f"DELETE FROM file_chunks WHERE file_id IN ({marks})",
                                   *[r[0] for r in files])
+        # Past memberships (ChatsSql.add_member) are kept for the message lifetime after
+        # their owner came back, the same cutoff as files nobody sent.
+        await self.db.execute(
+            "DELETE FROM past_members WHERE resumed_at <= ?", unsent_file_before)
         orphans = await self.purge_orphan_chunks(unsent_file_before, limit)
         more = events >= limit or len(rows) >= limit or len(files) >= limit or orphans >= limit
         return [r[1] for r in files if r[1] != FILE_IN_DATABASE], more
