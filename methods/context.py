@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,13 +56,27 @@ class Caller:
     token_hash: str
 
 
-@dataclass(frozen=True)
 class Request:
-    """Transport facts a method may need (for throttling), nothing about HTTP itself."""
+    """Transport facts a method may need (for throttling), nothing about HTTP itself.
 
-    remote: str
-    # The absolute URL clients reach JSON-RPC at (rpc.discover names it as the server).
-    rpc_url: str | None = None
+    Each fact is given as its value or as a function that works it out, called the first
+    time a method asks (most methods ask for neither; sends are the hot path).
+    """
+
+    def __init__(self, remote: str | Callable[[], str],
+                 rpc_url: str | None | Callable[[], str | None] = None) -> None:
+        self._remote = remote
+        self._rpc_url = rpc_url
+
+    @functools.cached_property
+    def remote(self) -> str:
+        """The client address (`--trusted-proxies` applied)."""
+        return self._remote if isinstance(self._remote, str) else self._remote()
+
+    @functools.cached_property
+    def rpc_url(self) -> str | None:
+        """The absolute URL clients reach JSON-RPC at (rpc.discover names it as the server)."""
+        return self._rpc_url() if callable(self._rpc_url) else self._rpc_url
 
 
 def rfc3339(ts: float) -> str:
@@ -70,7 +85,13 @@ def rfc3339(ts: float) -> str:
     millis = int(round((ts - whole) * 1000))
     if millis == 1000:
         whole, millis = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return f"{_rfc3339_second(whole)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_second(whole: int) -> str:
+    """The seconds part of `rfc3339` (a batch's timestamps share a few seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def parse_rfc3339(text: str) -> float | None:

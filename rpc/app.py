@@ -71,8 +71,9 @@ def bearer(request: web.Request) -> str | None:
 
 def request_info(request: web.Request) -> Request:
     """Transport facts methods may use; `remote` is the client address (`--trusted-proxies`)."""
-    return Request(remote=client_address(request, request.app[SETTINGS].trusted_proxies),
-                   rpc_url=public_rpc_url(request))
+    return Request(
+        remote=lambda: client_address(request, request.app[SETTINGS].trusted_proxies),
+        rpc_url=lambda: public_rpc_url(request))
 
 
 def public_rpc_url(request: web.Request) -> str:
@@ -130,6 +131,10 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
     """The whole request body, or None as soon as it passes `limit` bytes."""
+    content = request.content
+    if content.is_eof():  # it all came in with the headers (most bodies): take it at once
+        data = content.read_nowait()
+        return data if len(data) <= limit else None
     chunks: list[bytes] = []
     size = 0
     try:
