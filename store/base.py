@@ -131,6 +131,8 @@ class Notifier:
     def __init__(self) -> None:
         # dicts keep insertion order: the first waiter of a user is their oldest poll.
         self._waiters: dict[int, dict[Waiter, None]] = {}
+        # The same waiters by session, so that ending one costs its own polls, not everyone's.
+        self._sessions: dict[str, dict[Waiter, None]] = {}
         self._ended: dict[str, float] = {}  # token hash -> loop time it ended
         self.stopping = False  # the server is shutting down: parked polls answer now
 
@@ -139,14 +141,16 @@ class Notifier:
         """Park a poll; past a cap, the oldest poll of the session or user is pushed out."""
         waiters = self._waiters.setdefault(user_id, {})
         if per_session:
-            same = [w for w in waiters if w.session == session]
+            same = self._sessions.get(session, {})
             if len(same) >= per_session:
-                self._evict(user_id, same[0])
+                self._evict(user_id, next(iter(same)))
         if per_user and len(waiters) >= per_user:
             self._evict(user_id, next(iter(waiters)))
+        waiters = self._waiters.setdefault(user_id, {})  # eviction may have emptied it
         waiter = Waiter(session)
         waiter.ended = bool(session) and session in self._ended
         waiters[waiter] = None
+        self._sessions.setdefault(session, {})[waiter] = None
         return waiter
 
     def end_session(self, session: str) -> None:
@@ -158,11 +162,9 @@ class Notifier:
         while self._ended and (len(self._ended) > self.ENDED_MAX
                                or next(iter(self._ended.values())) < now - self.ENDED_MEMORY):
             del self._ended[next(iter(self._ended))]
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if waiter.session == session:
-                    waiter.ended = True
-                    waiter.wake()
+        for waiter in self._sessions.get(session, ()):
+            waiter.ended = True
+            waiter.wake()
 
     def _evict(self, user_id: int, waiter: Waiter) -> None:
         waiter.evicted = True
@@ -176,6 +178,11 @@ class Notifier:
             waiters.pop(waiter, None)
             if not waiters:
                 del self._waiters[user_id]
+        same = self._sessions.get(waiter.session)
+        if same is not None:
+            same.pop(waiter, None)
+            if not same:
+                del self._sessions[waiter.session]
 
     def recently_ended(self, session: str) -> bool:
         """Whether a session (token hash) ended lately, here or (told by NOTIFY) elsewhere."""
