@@ -1,6 +1,7 @@
 """messages.send, messages.history, messages.scheduled, messages.cancel, and delivery rules."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
@@ -312,6 +313,19 @@ class Cancel(UserMethod[CancelParams]):
         return {}
 
 
+async def _drop_scheduled(entry: Scheduled, exc: errors.RpcError, tx: SqlTx) -> None:
+    """Cancel a scheduled message that a rule refused at firing time, telling its author."""
+    current = await tx.get_scheduled(entry.scheduled_id)
+    if current is None or current.state != "pending":
+        return
+    await tx.finish_scheduled(entry.scheduled_id, "cancelled", None)
+    reason = (exc.data or {}).get("reason") or {
+        429: "rate_limited", 404: "not_found", 403: "forbidden",
+        413: "too_large"}.get(int(exc.code), "rejected")
+    await tx.add_user_event(entry.user_id, "scheduled", event_body(
+        "scheduled", action="cancelled", scheduled=scheduled_view(entry), reason=reason))
+
+
 async def fire_due(services: Services, limit: int = 100) -> int:
     """Deliver every scheduled message that is due, each exactly once; how many were handled."""
     now = services.now()
@@ -324,22 +338,15 @@ async def fire_due(services: Services, limit: int = 100) -> int:
             current = await tx.get_scheduled(entry.scheduled_id)
             if current is None or current.state != "pending":
                 return  # cancelled meanwhile, or fired by another process
-            try:
-                stored, _ = await deliver(tx, services, draft, now)
-            except errors.RpcError as exc:
-                await tx.finish_scheduled(entry.scheduled_id, "cancelled", None)
-                reason = (exc.data or {}).get("reason") or {
-                    429: "rate_limited", 404: "not_found", 403: "forbidden",
-                    413: "too_large"}.get(int(exc.code), "rejected")
-                await tx.add_user_event(entry.user_id, "scheduled", event_body(
-                    "scheduled", action="cancelled", scheduled=scheduled_view(entry),
-                    reason=reason))
-                log.info("scheduled %s dropped at send time: %s", entry.scheduled_id,
-                         exc.message)
-                return
+            # A rule refusing it raises, and the store undoes whatever this job wrote.
+            stored, _ = await deliver(tx, services, draft, now)
             await tx.finish_scheduled(entry.scheduled_id, "sent", stored.message_id)
 
-        await services.store.write(fire)
+        try:
+            await services.store.write(fire)
+        except errors.RpcError as exc:
+            await services.store.write(functools.partial(_drop_scheduled, entry, exc))
+            log.info("scheduled %s dropped at send time: %s", entry.scheduled_id, exc.message)
     return len(due)
 
 
