@@ -67,6 +67,9 @@ class Request:
                  rpc_url: str | None | Callable[[], str | None] = None) -> None:
         self._remote = remote
         self._rpc_url = rpc_url
+        # Bytes the answer may still take (set by a batch for each call; None: the whole
+        # --max-response). A poll fits its events into it instead of answering 413.
+        self.response_budget: int | None = None
 
     @functools.cached_property
     def remote(self) -> str:

@@ -45,8 +45,10 @@ def clamp_timeout(services: Services, requested: float | None) -> float:
 
 
 async def poll(services: Services, caller: Caller, cursor: int | None, timeout: float,
-               limit: int, stop: asyncio.Event | None = None) -> PollAnswer:
-    """Acknowledge up to `cursor`, then return the events after it (waiting up to `timeout`)."""
+               limit: int, stop: asyncio.Event | None = None,
+               budget: int | None = None) -> PollAnswer:
+    """Acknowledge up to `cursor`, then return the events after it (waiting up to `timeout`);
+    the answer fits `budget` bytes (--max-response unless less is left, as in a batch)."""
     store = services.store
     ack: asyncio.Task[None] | None = None
     if cursor is None:
@@ -63,7 +65,9 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
         # Committed while we read or wait; the answer goes out only once it is durable.
         ack = asyncio.create_task(store.move_read_marker(caller.user_id, cursor))
     try:
-        return await _wait_for_events(services, caller, cursor, timeout, limit, stop)
+        return await _wait_for_events(services, caller, cursor, timeout, limit, stop,
+                                      services.limits.max_response if budget is None
+                                      else min(budget, services.limits.max_response))
     finally:
         if ack is not None:
             # The database went away meanwhile: the marker moves with a later poll instead
@@ -73,7 +77,8 @@ async def poll(services: Services, caller: Caller, cursor: int | None, timeout: 
 
 
 async def _wait_for_events(services: Services, caller: Caller, after: int, timeout: float,
-                           limit: int, stop: asyncio.Event | None) -> PollAnswer:
+                           limit: int, stop: asyncio.Event | None,
+                           budget: int) -> PollAnswer:
     store = services.store
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -96,7 +101,7 @@ async def _wait_for_events(services: Services, caller: Caller, after: int, timeo
             if events:
                 more = len(events) > limit
                 events = events[:limit]
-                fitting = within_budget(events, limits.max_response)
+                fitting = within_budget(events, budget)
                 return PollAnswer(fitting, fitting[-1].seq, more or len(fitting) < len(events))
             remaining = deadline - loop.time()
             if (remaining <= 0 or waiter.evicted or store.notifier.stopping
@@ -136,13 +141,14 @@ class PollParams(TypedDict, total=False):
 
 
 async def poll_params(services: Services, caller: Caller, params: PollParams,
-                      stop: asyncio.Event | None = None) -> PollAnswer:
+                      stop: asyncio.Event | None = None,
+                      budget: int | None = None) -> PollAnswer:
     """A poll from validated params (`events.poll`'s, or GET /poll's query as numbers)."""
     cursor = params.get("cursor")
     timeout = params.get("timeout")
     return await poll(services, caller, None if cursor is None else int(cursor),
                       clamp_timeout(services, None if timeout is None else float(timeout)),
-                      int(params.get("limit", DEFAULT_LIMIT)), stop)
+                      int(params.get("limit", DEFAULT_LIMIT)), stop, budget)
 
 
 def answer_view(answer: PollAnswer) -> dict[str, Any]:
@@ -158,7 +164,8 @@ class EventsPoll(UserMethod[PollParams]):
 
     async def call(self, services: Services, caller: Caller, params: PollParams,
                    request: Request) -> Result:
-        return answer_view(await poll_params(services, caller, params))
+        return answer_view(await poll_params(services, caller, params,
+                                             budget=request.response_budget))
 
 
 METHODS = (EventsPoll,)

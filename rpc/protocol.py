@@ -199,7 +199,11 @@ class Dispatcher:
                 if exhausted and will_answer:
                     part: bytes | None = self._over_budget(_id_of(item), True)
                 else:
-                    answer = await self.one(item, token, request)
+                    request.response_budget = self.max_response - used - pending
+                    try:
+                        answer = await self.one(item, token, request)
+                    finally:
+                        request.response_budget = None
                     part = None if answer is None else orjson.dumps(answer)
                     if part is not None and used + len(part) + 1 + pending > self.max_response:
                         exhausted = True
