@@ -166,6 +166,9 @@ class Join(UserMethod[JoinParams]):
                 raise errors.not_found("link")
             if await tx.is_member(chat.chat_id, caller.user_id):
                 return {"status": "member", "chat_id": chat.chat_id}
+            owner = await tx.get_user(chat.owner_id)
+            if owner is not None:  # whom the owner blocks cannot ask them either
+                await check_not_blocked(tx, owner, caller.user_id)
             if await tx.add_join_request(chat.chat_id, caller.user_id, now):
                 await tx.add_user_event(chat.owner_id, "join_request", event_body(
                     "join_request", chat_id=chat.chat_id, username=caller.username))

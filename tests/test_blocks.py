@@ -105,6 +105,10 @@ async def test_blocked_user_cannot_write_invite_or_add(any_server: ServerProcess
                            members=[alice.username, carol.username]))["chat"]
     assert made["members"] == [bob.username, carol.username]
     assert made["chat_id"] not in await chat_ids(alice)
+    # A join request through a link of hers: refused the same way.
+    hers = (await alice.call("chats.create", title="hers"))["chat"]["chat_id"]
+    link = (await alice.call("chats.link", chat_id=hers))["link"]
+    assert await blocked_reason(bob, "chats.join", link=link) == "blocked"
     # Nothing of it reached alice's stream (only what bob wrote before the block, and in
     # the shared group).
     events = (await alice.poll(timeout=0, limit=1000))["events"]
@@ -112,12 +116,14 @@ async def test_blocked_user_cannot_write_invite_or_add(any_server: ServerProcess
             and e["message"]["author"] == bob.username] == ["hi", "group is fine"]
     assert not [e for e in events if e["type"] == "chat" and e["chat_id"] in (bobs, made[
         "chat_id"])]
+    assert not [e for e in events if e["type"] == "join_request"]
 
     # Unblocking lets everything through again.
     await alice.call("users.unblock", username=bob.username)
     await bob.call("messages.send", to=alice.username, text="thanks")
     await bob.call("chats.invite", chat_id=bobs, username=alice.username)
     assert bobs in await chat_ids(alice)
+    assert (await bob.call("chats.join", link=link))["status"] == "pending"
 
 
 async def test_leaving_a_direct_chat_and_blocking(server: ServerProcess,
