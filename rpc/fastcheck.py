@@ -47,6 +47,30 @@ def compile_check(schema: Any, pattern: Callable[[str], re.Pattern[str]],
         return None
 
 
+def _every(checks: tuple[Check, ...]) -> Check:
+    """All of `checks` (a plain loop: no generator per call on the hot path)."""
+    def check(v: Any) -> bool:
+        for c in checks:
+            if not c(v):
+                return False
+        return True
+    return check
+
+
+def _members(props: dict[str, Check], extra: Check | None) -> Check:
+    """`properties` (and `additionalProperties` when given) in one walk over an object's
+    members, which are few, instead of one lookup per declared property."""
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return True
+        for name, item in v.items():
+            c = props.get(name, extra)
+            if c is not None and not c(item):
+                return False
+        return True
+    return check
+
+
 class _Compiler:
     def __init__(self, pattern: Callable[[str], re.Pattern[str]],
                  canonical: Callable[[Any], Hashable],
@@ -63,25 +87,31 @@ class _Compiler:
         if not isinstance(s, dict):
             raise Unsupported(repr(s))
         compiled = [self.keyword(k, val, s) for k, val in s.items() if k not in _IGNORED]
-        checks = [c for c in compiled if c is not None]
+        checks = tuple(c for c in compiled if c is not None)
         if len(checks) == 1:
             return checks[0]
-        return lambda v: all(c(v) for c in checks)
+        return _every(checks)
 
     def keyword(self, key: str, val: Any, s: dict[str, Any]) -> Check | None:
         if key == "type":
             kinds = [val] if isinstance(val, str) else list(val)
             tests = [_TYPES[k] for k in kinds]
+            if len(tests) == 1:
+                return tests[0]
             return lambda v: any(t(v) for t in tests)
         if key == "properties":
-            props = {name: self.schema(sub) for name, sub in val.items()}
-            return lambda v: not isinstance(v, dict) or all(
-                check(v[name]) for name, check in props.items() if name in v)
+            if "patternProperties" in s:
+                raise Unsupported(key)
+            return _members({name: self.schema(sub) for name, sub in val.items()},
+                            self.schema(s["additionalProperties"])
+                            if "additionalProperties" in s else None)
         if key == "required":
             names = list(val)
             return lambda v: not isinstance(v, dict) or all(n in v for n in names)
         if key == "additionalProperties":
-            known = set(s.get("properties", {}))
+            if "properties" in s:
+                return None  # checked with them, in one walk over the object's members
+            known: set[str] = set()
             if "patternProperties" in s:
                 raise Unsupported(key)
             extra = self.schema(val)
