@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             targets.append(spawn_messenger(args.server_arg))
     except BaseException:
         for target in targets:  # e.g. the floor started, then the server failed to
-            target.stop()
+            target.stop(args.stop_wait)
         raise
     if args.server:
         urls = [u.rstrip("/") for u in args.server]
@@ -112,9 +112,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         row = await bench.send(args.senders, args.duration)
                     elif scenario == "fanout":
                         row = await bench.fanout(args.pollers, args.users, args.messages,
-                                                 args.interval)
+                                                 args.interval, args.settle)
                     elif scenario == "idle":
-                        row = await bench.idle(args.idle_polls, args.users)
+                        row = await bench.idle(args.idle_polls, args.users, args.settle)
                     elif scenario == "soak":
                         row = await soak(bench.client, target.pid, bench.tag, target.name,
                                          args.soak_seconds, args.soak_sample)
@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(flush=True)
     finally:
         for target in targets:
-            target.stop()
+            target.stop(args.stop_wait)
     return results
 
 
@@ -175,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--soak-seconds", type=float, default=600, help="soak: seconds")
     p.add_argument("--soak-sample", type=float, default=10,
                    help="soak: seconds between RSS and descriptor samples")
+    p.add_argument("--settle", type=float, default=None,
+                   help="fanout, idle: seconds the polls get to park before measuring "
+                        "(default: 1 for fanout, 3 + polls/2000 for idle)")
+    p.add_argument("--stop-wait", type=float, default=10,
+                   help="seconds a started target gets to exit after SIGTERM before SIGKILL "
+                        "(the floor keeps parked polls to their timeout)")
     args = p.parse_args(argv)
     asyncio.run(run(args))
 

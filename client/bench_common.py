@@ -38,12 +38,12 @@ class Target:
         """Every known process id."""
         return [p for p in [self.pid, *self.more_pids] if p is not None]
 
-    def stop(self) -> None:
-        """Stop a process we started."""
+    def stop(self, wait: float = 10) -> None:
+        """Stop a process we started (SIGTERM, then SIGKILL after `wait` seconds)."""
         if self.proc is not None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None

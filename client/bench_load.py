@@ -121,9 +121,11 @@ class Bench:
         usage.pop("client_cpu_pct", None)  # wrk is another process
         return {**row, **usage}
 
-    async def fanout(self, pollers: int, users: int, messages: int,
-                     interval: float) -> dict[str, Any]:
-        """P parked polls in one chat; M sends: latency from each send's reply to each poll."""
+    async def fanout(self, pollers: int, users: int, messages: int, interval: float,
+                     settle: float | None = None) -> dict[str, Any]:
+        """P parked polls in one chat; M sends: latency from each send's reply to each poll.
+
+        `settle`: seconds the polls get to park before the first send (default 1)."""
         users = max(2, min(users, pollers + 1))
         clients = await self.users(users, "f")
         names = [f"f{self.tag}_{i}"[:32] for i in range(users)]
@@ -156,7 +158,7 @@ class Bench:
                  for i in range(pollers)]
         while parked < pollers:
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # let the last polls park on the server
+        await asyncio.sleep(1.0 if settle is None else settle)  # let the last polls park
         meter = Meter(self.target.pids)
         for i in range(messages):
             r = await sender.send(chat_id=chat_id, text=f"fanout {i}")
@@ -178,10 +180,14 @@ class Bench:
                 "p50_ms": ms(percentile(latencies, 50)), "p99_ms": ms(percentile(latencies, 99)),
                 "max_ms": ms(max(latencies, default=0.0)), **usage}
 
-    async def idle(self, polls: int, users: int) -> dict[str, Any]:
-        """Server memory held by P parked polls."""
+    async def idle(self, polls: int, users: int, settle: float | None = None) -> dict[str, Any]:
+        """Server memory held by P parked polls.
+
+        `settle`: seconds the polls get to park before the RSS is read (default
+        3 + P/2000; a sixth of it, at most 0.5, before the first RSS reading)."""
+        wait = 3 + polls / 2000 if settle is None else settle
         clients = await self.users(max(1, min(users, polls)), "i")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(min(0.5, wait / 6))
         before = rss_kib(self.target.pid)
         answered = 0
 
@@ -198,7 +204,7 @@ class Bench:
                 answered += 1
 
         tasks = [asyncio.create_task(park(clients[i % len(clients)])) for i in range(polls)]
-        await asyncio.sleep(3 + polls / 2000)
+        await asyncio.sleep(wait)
         after = rss_kib(self.target.pid)
         held = polls - answered
         for t in tasks:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -45,8 +46,12 @@ TIMING = {
 
 # xdist groups: the tests of a group run on one worker, one after another ("node": the
 # module fixture that may run `npm ci` in tests/node must not run in two workers at once;
-# "bench": the benchmark runs, heavy but without time bounds, not two at once).
-GROUPS = {"node": {"test_openrpc_tools.py": {"*"}}, "bench": {"test_bench.py": {"*"}}}
+# "bench": the benchmark runs, heavy but without time bounds, not two at once; "browser":
+# a Chromium (a module fixture, a second of CPU to start) per group instead of per worker).
+GROUPS = {"node": {"test_openrpc_tools.py": {"*"}}, "bench": {"test_bench.py": {"*"}},
+          "browser": {"test_browser.py": {"*"}}}
+# Groups dealt out, test by test, into this many groups of their own (their names numbered).
+SPLIT = {"browser": 2}
 
 
 def _listed(item: pytest.Item, files: dict[str, set[str]]) -> bool:
@@ -58,16 +63,58 @@ def pytest_configure(config: pytest.Config) -> None:
     """Declare the marks added below (xdist_group also when xdist is not loaded)."""
     config.addinivalue_line("markers", "timing: has time or memory bounds; run it alone")
     config.addinivalue_line("markers", "xdist_group(name): run on one xdist worker")
+    if hasattr(config.option, "loadgroup"):  # an xdist worker
+        config.pluginmanager.register(_GroupIds(), "messenger-group-ids")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With `-m timing` (scripts/test's second round) only TIMING's files are imported: the
+    others have nothing to select, and importing them all took seconds of that round."""
+    if (config.getoption("markexpr", "") == "timing" and collection_path.suffix == ".py"
+            and collection_path.name.startswith("test_")
+            and collection_path.name not in TIMING):
+        return True
+    return None
+
+
+# First: the marks must be there when xdist (and _GroupIds below) turn them into the
+# test ids that --dist loadgroup schedules by.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark TIMING tests `timing` and GROUPS' tests with their xdist group."""
+    dealt = dict.fromkeys(SPLIT, 0)
     for item in items:
         if _listed(item, TIMING):
             item.add_marker(pytest.mark.timing)
         for group, files in GROUPS.items():
             if _listed(item, files):
-                item.add_marker(pytest.mark.xdist_group(group))
+                name = group
+                if group in SPLIT:
+                    name = f"{group}{dealt[group] % SPLIT[group]}"
+                    dealt[group] += 1
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+class _GroupIds:
+    """pytest-xdist 3.8 puts a test's group into its id (`…@group`, what --dist loadgroup
+    schedules by) through `item._nodeid`, which pytest 9 no longer reads (it has `_id`): the
+    groups were silently ignored. This does the same through `_id`, after xdist's hook."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """Give each grouped test the id xdist's scheduler expects."""
+        if not config.getvalue("loadgroup"):
+            return
+        try:
+            from _pytest.nodeid import NodeId  # pytest 9's structured test ids
+        except ImportError:  # an older pytest: xdist's own hook did it
+            return
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            if names and "@" not in item.nodeid and hasattr(item, "_id"):
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture
@@ -147,19 +194,89 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+class _Databases:
+    """Fresh, empty PostgreSQL databases, made one ahead and dropped behind in a thread.
+
+    CREATE DATABASE takes ~0.5 s and DROP DATABASE (a checkpoint) up to ~1 s: a test would
+    wait for both. Here a test takes the database made while the previous one ran, and its
+    own is dropped while the next one runs. Tests marked `timing` get neither: the pending
+    work is finished first, then theirs is made and dropped while they wait, as before.
+    """
+
+    def __init__(self) -> None:
+        # Two threads: a CREATE is not queued behind a DROP.
+        self.makers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-create")
+        self.droppers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-drop")
+        self.next: concurrent.futures.Future[str] | None = None
+        self.pending: list[concurrent.futures.Future[None]] = []
+        self.reachable = False
+
+    @staticmethod
+    def _create() -> str:
+        name = f"messenger_t_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        return name
+
+    @staticmethod
+    def _drop(name: str) -> None:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def settle(self) -> None:
+        """Finish the work in the background (the one made ahead is dropped)."""
+        if self.next is not None:
+            ahead, self.next = self.next, None
+            with contextlib.suppress(Exception):
+                self.pending.append(self.droppers.submit(self._drop, ahead.result()))
+        for job in self.pending:
+            with contextlib.suppress(Exception):
+                job.result()
+        self.pending.clear()
+
+    def take(self, quiet: bool) -> str:
+        """A new database's name (made now when `quiet`; else the one made ahead)."""
+        if quiet:
+            self.settle()
+            return self._create()
+        made = self.next if self.next is not None else self.makers.submit(self._create)
+        self.next = None
+        name = made.result()
+        self.next = self.makers.submit(self._create)
+        return name
+
+    def give_back(self, name: str, quiet: bool) -> None:
+        """Drop a database (now when `quiet`; else in the background)."""
+        if quiet:
+            self._drop(name)
+        else:
+            self.pending = [job for job in self.pending if not job.done()]
+            self.pending.append(self.droppers.submit(self._drop, name))
+
+
+_DATABASES = _Databases()
+
+
+def pytest_sessionfinish() -> None:
+    """No database made ahead or dropped behind outlives the run."""
+    _DATABASES.settle()
+    _DATABASES.makers.shutdown()
+    _DATABASES.droppers.shutdown()
+
+
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards).
 
     Skipped when no server is reachable, unless MESSENGER_REQUIRE_PG=1 (CI sets it), which
     turns a missing PostgreSQL into a failure instead.
     """
-    if not _in_thread(_pg_available()):
-        if os.environ.get("MESSENGER_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL required but not reachable at {PG_ADMIN_URL}")
-        pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}")
-    name = f"messenger_t_{uuid.uuid4().hex[:12]}"
-    _in_thread(_pg_admin(f'CREATE DATABASE "{name}"'))
+    if not _DATABASES.reachable:
+        if not _in_thread(_pg_available()):
+            if os.environ.get("MESSENGER_REQUIRE_PG") == "1":
+                pytest.fail(f"PostgreSQL required but not reachable at {PG_ADMIN_URL}")
+            pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}")
+        _DATABASES.reachable = True
+    quiet = request.node.get_closest_marker("timing") is not None
+    name = _DATABASES.take(quiet)
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     yield f"{base}/{name}"
-    _in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _DATABASES.give_back(name, quiet)

@@ -10,9 +10,9 @@ import pytest
 
 from tests.support import ROOT
 
-TINY = ["--senders", "2", "--duration", "1", "--pollers", "4", "--users", "3",
+TINY = ["--senders", "2", "--duration", "0.5", "--pollers", "4", "--users", "3",
         "--messages", "2", "--interval", "0.05", "--idle-polls", "4", "--connects", "2",
-        "--concurrency", "2"]
+        "--concurrency", "2", "--settle", "0.3", "--stop-wait", "1"]
 
 
 def run_bench(*args: str) -> list[dict[str, object]]:
@@ -45,7 +45,7 @@ def test_datascale_measures_both_sizes_and_the_stall() -> None:
 
 
 def test_soak_reports_memory_and_descriptor_growth() -> None:
-    rows = run_bench("--spawn", "soak", "--soak-seconds", "6", "--soak-sample", "0.5")
+    rows = run_bench("--spawn", "soak", "--soak-seconds", "2", "--soak-sample", "0.2")
     (row,) = rows
     assert row["scenario"] == "soak" and row["errors"] == 0
     assert row["sends"] and row["polled"] and row["connects"] and row["uploads"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import schemas
 from rpc.validation import ParamsValidator
-from tests.test_fuzz import JSON_VALUES, ODD_STRINGS, one_mutation, params_near
+from tests.test_fuzz import JSON_VALUES, ODD_STRINGS, examples, one_mutation, params_near
 
 KNOWN: dict[str, list[Any]] = {
     "send_at": ["2026-11-27T18:20:44Z", "2026-11-27T18:20:44.123+01:00", "2026-13-01T00:00:00Z",
@@ -41,7 +41,7 @@ def test_fast_check_agrees_with_jsonschema(method: str) -> None:
 
     verdicts: list[bool] = []
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.one_of(one_mutation(schema, example_values(), KNOWN), params_near(schema, KNOWN),
                      JSON_VALUES, ODD_STRINGS))
     def agree(value: Any) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -19,7 +20,17 @@ from rpc.validation import inline_refs
 from tests.support import ServerProcess, unique_name
 
 CLIENT_TIMEOUT = 10.0
-FUZZ = settings(max_examples=100, deadline=None, database=None,
+# Examples per property: a third of the full count by default (every run draws new ones:
+# no seed, no example database), the full count with MESSENGER_HYPOTHESIS=deep.
+DEEP = os.environ.get("MESSENGER_HYPOTHESIS") == "deep"
+
+
+def examples(full: int) -> int:
+    """How many examples a property with `full` examples in a deep run gets in this run."""
+    return full if DEEP else max(20, full // 3)
+
+
+FUZZ = settings(max_examples=examples(100), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
@@ -283,7 +294,7 @@ def test_arbitrary_params_to_every_method(world: World, method: str) -> None:
 
     mutated = one_mutation(schema, world.valid, world.known)
 
-    @settings(FUZZ, max_examples=60)
+    @settings(FUZZ, max_examples=examples(60))
     @given(params=st.one_of(mutated, mutated, mutated, params_near(schema, world.known),
                             st.dictionaries(TEXT, JSON_VALUES, max_size=4)),
            as_batch=st.booleans())
@@ -315,7 +326,7 @@ EXTRA_PAIRS = st.lists(st.tuples(st.sampled_from(["Cursor", "cursor[]", "", "cur
                                  QUERY_VALUES), max_size=2)
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=examples(150))
 @given(query=QUERIES, extra=EXTRA_PAIRS,
        raw=st.sampled_from([False, False, True]).flatmap(
            lambda raw: st.text(max_size=60) if raw else st.none()),
