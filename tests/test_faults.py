@@ -186,6 +186,7 @@ async def test_postgres_restart_and_terminated_connections(
     refusals: list[int] = []
     writing = asyncio.Event()
     writing.set()
+    written = asyncio.Event()  # the writer's last send (in flight when told to stop) is in
 
     async def writer() -> None:
         i = 0
@@ -199,10 +200,11 @@ async def test_postgres_restart_and_terminated_connections(
                 refusals.append(error["code"])
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.01)
+        written.set()
 
     async def reader() -> None:
         cursor = 0
-        while writing.is_set() or not acked <= received:
+        while not written.is_set() or not acked <= received:
             async with http.get(two.url + "/poll", params={"cursor": cursor, "timeout": 1},
                                 headers=bob.headers()) as r:
                 body = await r.json()
