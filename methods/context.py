@@ -41,6 +41,8 @@ class Limits:
     max_scheduled: int = 100
     report_min_age: float = 3600
     min_password: int = 8
+    # scrypt's work factor for new passwords, log2 of N (14: 16 MiB and ~50 ms of a core).
+    password_cost: int = 14
     send_limit: int = 600
     send_period: float = 600
     # --max-response (an HTTP setting) also bounds what one poll answer carries.

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+SCRYPT_R, SCRYPT_P = 8, 1  # N is 2 ** --password-cost; every hash records its own
 HASH_SLOTS = 2  # scrypt runs at once per process (each uses 16 MiB and a core for ~50 ms)
 
 
@@ -179,11 +179,12 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
                           dklen=32, maxmem=128 * n * r * p + 1024 * 1024)
 
 
-async def hash_password(gate: HashGate, address: str, password: str) -> str:
-    """A salted scrypt hash for a new account, computed in a worker thread."""
+async def hash_password(gate: HashGate, address: str, password: str, cost: int = 14) -> str:
+    """A salted scrypt hash (N = 2 ** cost) for a new account, computed in a worker thread."""
     salt = secrets.token_bytes(16)
-    digest = await gate.run(address, True, _scrypt, password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    n = 2 ** cost
+    digest = await gate.run(address, True, _scrypt, password, salt, n, SCRYPT_R, SCRYPT_P)
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
 async def verify_password(gate: HashGate, address: str, password: str, stored: str) -> bool:

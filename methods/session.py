@@ -74,7 +74,8 @@ class Connect(PublicMethod[ConnectParams]):
             return await _connected(tx, services, user, token, created=True)
 
         try:
-            pw_hash = await hash_password(services.logins_in_flight.gate, address, password)
+            pw_hash = await hash_password(services.logins_in_flight.gate, address, password,
+                                          services.limits.password_cost)
             result = await services.store.write(register)
         except BaseException:
             # No account came of it: the reserved registration does not count.

@@ -76,6 +76,9 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], object], str]] = [
      "seconds an account must exist before its reports count toward a ban"),
     ("min-password", int,
      "characters (code points) a new account's password needs; existing accounts unaffected"),
+    ("password-cost", int,
+     "scrypt work factor of new password hashes, as log2 of N, 10 to 20 (14: 16 MiB and "
+     "~50 ms of one core per hash; each hash keeps its own, so changing it is safe)"),
     ("send-limit", int,
      "messages one user may send per --send-period window, all chats together (a flood "
      "bound for the disk; the general chat also has --rate-limit)"),
@@ -156,6 +159,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
                        for flag, _, _ in _LIMIT_FLAGS})
     if args.store == "postgres" and not args.database_url:
         build_parser().error("--store postgres needs --database-url")
+    if not 10 <= limits.password_cost <= 20:
+        build_parser().error("--password-cost must be 10 to 20 (log2 of scrypt's N)")
     if args.public_url and not _is_origin(args.public_url, path_ok=True):
         build_parser().error(f"--public-url must be an absolute http(s) URL such as "
                              f"https://chat.example.org, not {args.public_url}")

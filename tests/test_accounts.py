@@ -14,8 +14,9 @@ import pexpect
 import pytest
 
 from methods.passwords import HashGate
+from tests.helpers import db_rows
 from tests.inproc import InProcessServer
-from tests.support import Api, ServerProcess, unique_name
+from tests.support import REAL_HASHING, Api, ServerProcess, unique_name
 from tests.test_repl import Terminal
 
 ServerFactory = Callable[..., ServerProcess]
@@ -134,8 +135,9 @@ async def test_attackers_cannot_lock_out_other_addresses(server_factory: ServerF
     assert await net.code(url, throwaways[1], "throwaway pw", host=7) == 200
 
 
-async def test_simultaneous_first_connects_both_succeed(server: ServerProcess,
+async def test_simultaneous_first_connects_both_succeed(server_factory: ServerFactory,
                                                         net: Net) -> None:
+    server = server_factory(*REAL_HASHING)  # ~50 ms hashes: the two surely overlap
     for trial in range(20):
         name = unique_name("twin")
         answers = await asyncio.gather(*(net.connect(server.url, name, "same password", host)
@@ -170,6 +172,23 @@ async def test_new_accounts_need_min_password(server_factory: ServerFactory,
     # ...and an existing account keeps its old short password.
     assert await net.code(url, veteran, "x") == 200
     assert await net.code(url, veteran, "y") == 401
+
+
+async def test_password_cost_applies_to_new_hashes_and_old_ones_still_work(
+        server_factory: ServerFactory, net: Net) -> None:
+    old = server_factory("--password-cost", "10")
+    veteran = unique_name("veteran")
+    assert await net.code(old.url, veteran, "old password") == 200
+    old.stop()
+    server = server_factory("--password-cost", "11", data_dir=old.data_dir)
+    newcomer = unique_name("newcomer")
+    assert await net.code(server.url, newcomer, "new password") == 200
+    hashes = dict(db_rows(server, "SELECT username, pw_hash FROM users"))
+    assert hashes[veteran].startswith("scrypt$1024$8$1$")
+    assert hashes[newcomer].startswith("scrypt$2048$8$1$")
+    assert await net.code(server.url, veteran, "old password") == 200
+    assert await net.code(server.url, veteran, "wrong password") == 401
+    assert await net.code(server.url, newcomer, "new password") == 200
 
 
 async def test_registrations_per_address_per_window(inproc_factory: InProcFactory,
@@ -276,7 +295,7 @@ async def test_a_login_stays_quick_during_a_registration_flood(
         server_factory: ServerFactory, net: Net) -> None:
     """Hashing is bounded and fair: a flood of registrations from one address (limit
     raised so that it really hashes) delays another user's login by about one hash."""
-    server = server_factory()
+    server = server_factory(*REAL_HASHING)
     url, name = server.url, unique_name("legit")
     assert await net.code(url, name, "legit password", host=3) == 200
 
@@ -315,7 +334,7 @@ async def test_throttle_and_first_connects_across_processes(
     """On one PostgreSQL, checks in flight on every process count toward the limit."""
     processes = 2
     flags = ("--store", "postgres", "--database-url", pg_url,
-             "--login-max-failures", "5", "--login-window", "60")
+             "--login-max-failures", "5", "--login-window", "60", *REAL_HASHING)
     servers = [server_factory(*flags) for _ in range(processes)]
     victim = unique_name("victim")
     assert await net.code(servers[0].url, victim, "the password") == 200

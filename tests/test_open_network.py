@@ -27,7 +27,7 @@ from store.sqlite import SqliteStore
 from tests import support
 from tests.helpers import stored_files
 from tests.inproc import InProcessServer
-from tests.support import Api, ServerProcess, unique_name, wait_until
+from tests.support import REAL_HASHING, Api, ServerProcess, unique_name, wait_until
 
 ServerFactory = Callable[..., ServerProcess]
 InProcFactory = Callable[..., Awaitable[InProcessServer]]
@@ -756,7 +756,7 @@ async def test_sends_are_limited_per_user_across_all_chats(
 
 async def test_an_occasional_login_stays_fast_while_60_addresses_log_in(
         server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
-    server = server_factory()
+    server = server_factory(*REAL_HASHING)
     flooder, victim = unique_name("hf"), unique_name("hv")
     await Api(http, server.url).connect(flooder, "flood pw")
     async with address_session("127.0.0.90") as own:

@@ -10,7 +10,9 @@ import aiohttp
 import pytest
 
 from tests.inproc import InProcessServer
-from tests.support import Api, RpcFailure, ServerProcess, running_server, unique_name
+from tests.support import (
+    REAL_HASHING, Api, RpcFailure, ServerProcess, running_server, unique_name,
+)
 
 ServerFactory = Callable[..., ServerProcess]
 InProcFactory = Callable[..., Awaitable[InProcessServer]]
@@ -200,7 +202,7 @@ async def test_concurrent_right_logins_of_one_user_all_succeed(throttled: Client
 async def test_poll_wakeup_latency_during_a_login_flood(
         server_factory: ServerFactory, http: aiohttp.ClientSession) -> None:
     """30 concurrent registrations (real scrypt) must not delay waking a parked poll."""
-    server = server_factory()
+    server = server_factory(*REAL_HASHING)
     listener, sender = Api(http, server.url), Api(http, server.url)
     await listener.connect(unique_name("lis"))
     await sender.connect(unique_name("snd"))
