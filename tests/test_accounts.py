@@ -138,7 +138,7 @@ async def test_attackers_cannot_lock_out_other_addresses(server_factory: ServerF
 async def test_simultaneous_first_connects_both_succeed(server_factory: ServerFactory,
                                                         net: Net) -> None:
     server = server_factory(*REAL_HASHING)  # ~50 ms hashes: the two surely overlap
-    for trial in range(20):
+    for trial in range(10):
         name = unique_name("twin")
         answers = await asyncio.gather(*(net.connect(server.url, name, "same password", host)
                                          for host in (2, 3)))
