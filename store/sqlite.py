@@ -100,10 +100,6 @@ class SqliteStore(BatchingStore):
         self.power_safe = power_safe
         self.checkpoint_interval = checkpoint_interval
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="sqlite-disk")
-        # COMMIT writes the batch's pages into the WAL (and fsyncs it when power-safe):
-        # SQLite lets go of the GIL meanwhile, so in a thread of its own it overlaps the
-        # event loop's HTTP work instead of stopping it (and never waits for a checkpoint).
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._cconn: sqlite3.Connection | None = None
@@ -184,7 +180,6 @@ class SqliteStore(BatchingStore):
                 conn.close()
         self._rconn = self._wconn = self._cconn = None
         self._disk.shutdown(wait=True)
-        self._committer.shutdown(wait=True)
 
     async def read(self, fn: TxFn[T]) -> T:
         """Run `fn` on the read connection (sees everything committed)."""
@@ -234,8 +229,14 @@ class SqliteStore(BatchingStore):
 
     async def _commit_now(self) -> None:
         assert self._wconn is not None
-        await asyncio.get_running_loop().run_in_executor(
-            self._committer, self._wconn.execute, "COMMIT")
+        if self.power_safe:
+            # The fsync happens here; keep it off the event loop.
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk, self._wconn.execute, "COMMIT")
+        else:
+            # Only a write() into the WAL: no measurable gain from a thread (messenger-bench
+            # send, interleaved runs), so no thread hop per batch.
+            self._wconn.execute("COMMIT")
 
     async def _rollback(self) -> None:
         if self._wconn is not None and self._wconn.in_transaction:
