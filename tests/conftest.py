@@ -50,6 +50,12 @@ TIMING = {
 # a Chromium (a module fixture, a second of CPU to start) per group instead of per worker).
 GROUPS = {"node": {"test_openrpc_tools.py": {"*"}}, "bench": {"test_bench.py": {"*"}},
           "browser": {"test_browser.py": {"*"}},
+          # One private PostgreSQL cluster (initdb, a module fixture) for these, not one each.
+          "faults": {"test_faults.py": {
+              "test_postgres_restart_and_terminated_connections",
+              "test_dropped_listener_reconnects_and_wakes_every_parked_poll",
+              "test_full_disk_answers_507_and_recovers",
+              "test_postgres_unreachable_at_start_is_one_line_and_an_exit"}},
           # The `timing` round runs on two workers, one per group: the password-hashing
           # floods (each keeps both cores busy) one after another with the tests that bound
           # event-loop stalls and wake-up latency; the memory-bound tests beside them.
@@ -226,80 +232,75 @@ async def _pg_admin(sql: str) -> None:
 
 
 class _Databases:
-    """Fresh, empty PostgreSQL databases, made one ahead and dropped behind in a thread.
+    """Empty PostgreSQL databases for this test process's tests, made once and reused.
 
-    CREATE DATABASE takes ~0.5 s and DROP DATABASE (a checkpoint) up to ~1 s: a test would
-    wait for both. Here a test takes the database made while the previous one ran, and its
-    own is dropped while the next one runs. Tests marked `timing` get neither: the pending
-    work is finished first, then theirs is made and dropped while they wait, as before.
+    CREATE DATABASE copies a template through the WAL and DROP DATABASE checkpoints: with
+    hundreds of PostgreSQL tests that was a quarter of the suite's CPU. A database a test is
+    done with is emptied instead (its connections ended, its public schema dropped and made
+    again: a few ms) and serves the next test; the process's databases are dropped when its
+    run ends.
     """
 
     def __init__(self) -> None:
-        # Two threads: a CREATE is not queued behind a DROP.
-        self.makers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-create")
-        self.droppers = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-drop")
-        self.next: concurrent.futures.Future[str] | None = None
-        self.pending: list[concurrent.futures.Future[None]] = []
+        self.free: list[str] = []
+        self.made: list[str] = []
         self.reachable = False
 
-    @staticmethod
-    def _create() -> str:
+    def take(self) -> str:
+        """An empty database's name."""
+        if self.free:
+            return self.free.pop()
         name = f"messenger_t_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        _in_thread(_pg_admin(f'CREATE DATABASE "{name}"'))
         # A test database need not survive a crash of the machine's PostgreSQL: commits
         # do not wait for the WAL flush (the server's own durability tests use a private
         # cluster with the defaults, tests/test_faults.py).
-        asyncio.run(_pg_admin(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+        _in_thread(_pg_admin(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+        self.made.append(name)
         return name
 
-    @staticmethod
-    def _drop(name: str) -> None:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    def settle(self) -> None:
-        """Finish the work in the background (the one made ahead is dropped)."""
-        if self.next is not None:
-            ahead, self.next = self.next, None
-            with contextlib.suppress(Exception):
-                self.pending.append(self.droppers.submit(self._drop, ahead.result()))
-        for job in self.pending:
-            with contextlib.suppress(Exception):
-                job.result()
-        self.pending.clear()
-
-    def take(self, quiet: bool) -> str:
-        """A new database's name (made now when `quiet`; else the one made ahead)."""
-        if quiet:
-            self.settle()
-            return self._create()
-        made = self.next if self.next is not None else self.makers.submit(self._create)
-        self.next = None
-        name = made.result()
-        self.next = self.makers.submit(self._create)
-        return name
-
-    def give_back(self, name: str, quiet: bool) -> None:
-        """Drop a database (now when `quiet`; else in the background)."""
-        if quiet:
-            self._drop(name)
+    def give_back(self, name: str) -> None:
+        """Empty a database for the next test (or drop it if that fails)."""
+        try:
+            _in_thread(_pg_empty(name))
+        except Exception:  # noqa: BLE001 - anything left odd: a new one next time
+            self.made.remove(name)
+            _in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         else:
-            self.pending = [job for job in self.pending if not job.done()]
-            self.pending.append(self.droppers.submit(self._drop, name))
+            self.free.append(name)
+
+    def drop_all(self) -> None:
+        """Drop every database this process made."""
+        for name in self.made:
+            with contextlib.suppress(Exception):
+                _in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.made.clear()
+        self.free.clear()
+
+
+async def _pg_empty(name: str) -> None:
+    """End every other connection to a database and drop everything in it."""
+    await _pg_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    f" WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    conn = await asyncpg.connect(f"{base}/{name}")
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
 
 
 _DATABASES = _Databases()
 
 
 def pytest_sessionfinish() -> None:
-    """No database made ahead or dropped behind outlives the run."""
-    _DATABASES.settle()
-    _DATABASES.makers.shutdown()
-    _DATABASES.droppers.shutdown()
+    """No test database outlives the run."""
+    _DATABASES.drop_all()
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test (dropped afterwards).
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database for one test (emptied afterwards for the next).
 
     Skipped when no server is reachable, unless MESSENGER_REQUIRE_PG=1 (CI sets it), which
     turns a missing PostgreSQL into a failure instead.
@@ -310,8 +311,7 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
                 pytest.fail(f"PostgreSQL required but not reachable at {PG_ADMIN_URL}")
             pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}")
         _DATABASES.reachable = True
-    quiet = request.node.get_closest_marker("timing") is not None
-    name = _DATABASES.take(quiet)
+    name = _DATABASES.take()
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     yield f"{base}/{name}"
-    _DATABASES.give_back(name, quiet)
+    _DATABASES.give_back(name)
