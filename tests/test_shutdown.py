@@ -70,7 +70,7 @@ async def test_sigterm_answers_polls_finishes_calls_and_exits_0(
         await asyncio.gather(*loops)
 
     assert code == 0, server.log()[-3000:]
-    assert exited < 3.0, exited
+    assert exited < 3.0, (exited, server.log()[-3000:])  # 5 s: something held the shutdown
     for poll in polls:
         answered, status, body = await poll
         assert status == 200 and body["events"] == [] and body["more"] is False
@@ -86,3 +86,19 @@ async def test_sigterm_answers_polls_finishes_calls_and_exits_0(
     # The restarted server works as before.
     for a, cursor in zip(listeners, cursors):
         assert (await a.poll(cursor, timeout=0))["cursor"] == cursor
+
+
+async def test_an_idle_keep_alive_connection_does_not_hold_the_shutdown(
+        server: ServerProcess) -> None:
+    """A client that keeps its connection open between requests (as browsers and
+    connection pools do) does not make SIGTERM wait for the shutdown timeout (5 s)."""
+    async with aiohttp.ClientSession() as keep_alive:  # its connection stays open, idle
+        api = Api(keep_alive, server.url)
+        await api.connect(unique_name("idle"))
+        assert (await api.call("session.status"))["username"] == api.username
+        signalled = time.monotonic()
+        code = await asyncio.to_thread(server.stop, signal.SIGTERM, 10)
+        exited = time.monotonic() - signalled
+    assert code == 0, server.log()[-3000:]
+    print(f"exited in {exited:.2f} s")
+    assert exited < 2.0, exited
