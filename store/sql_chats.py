@@ -5,6 +5,10 @@ from store.models import Chat, ChatId, JoinRequest, Member, UserId
 from store.sql_base import CHAT_COLS, chat_from
 from store.sql_events import EventsSql
 
+# Ended memberships kept per user and chat (each costs that user's polls one index probe);
+# with leave-and-come-back loops merged, only interleaved activity makes more of them.
+PAST_MEMBERSHIPS = 50
+
 
 class ChatsSql(EventsSql):
     """`SqlTx`, one area: chats, members, join links, join requests and blocks."""
@@ -68,19 +72,42 @@ class ChatsSql(EventsSql):
         r = await self.db.fetchone(
             "SELECT joined_seq, left_seq FROM members WHERE chat_id = ? AND user_id = ?",
             chat_id, user_id)
-        if r is not None and r[1] is not None:
-            joined, left = int(r[0]), int(r[1])
-            if left > joined:
-                await self.db.execute(
-                    "INSERT INTO past_members (user_id, chat_id, joined_seq, left_seq,"
-                    " resumed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    user_id, chat_id, joined, left, now)
+        if r is not None and r[1] is not None and int(r[1]) > int(r[0]):
+            await self._keep_past_membership(chat_id, user_id, int(r[0]), int(r[1]), now)
         await self.db.execute(
             "INSERT INTO members (chat_id, user_id, joined_seq, left_seq, joined_at)"
             " VALUES (?, ?, ?, NULL, ?) ON CONFLICT (user_id, chat_id) DO UPDATE"
             " SET joined_seq = excluded.joined_seq, left_seq = NULL,"
             " joined_at = excluded.joined_at",
             chat_id, user_id, seq, now)
+
+    async def _keep_past_membership(self, chat_id: ChatId, user_id: UserId, joined: int,
+                                    left: int, now: float) -> None:
+        """Record an ended membership (joined, left]. It extends the user's previous one in
+        the chat when nothing happened there in between (leaving and coming back in a loop
+        keeps one row), and a user keeps at most PAST_MEMBERSHIPS of them per chat."""
+        last = await self.db.fetchone(
+            "SELECT joined_seq, left_seq FROM past_members WHERE user_id = ? AND chat_id = ?"
+            " ORDER BY joined_seq DESC LIMIT 1", user_id, chat_id)
+        if last is not None:
+            between = await self.db.fetchone(
+                "SELECT 1 FROM events WHERE chat_id = ? AND seq > ? AND seq <= ? LIMIT 1",
+                chat_id, int(last[1]), joined)
+            if between is None:
+                await self.db.execute(
+                    "UPDATE past_members SET left_seq = ?, resumed_at = ?"
+                    " WHERE user_id = ? AND chat_id = ? AND joined_seq = ?",
+                    left, now, user_id, chat_id, int(last[0]))
+                return
+        await self.db.execute(
+            "INSERT INTO past_members (user_id, chat_id, joined_seq, left_seq, resumed_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            user_id, chat_id, joined, left, now)
+        await self.db.execute(
+            "DELETE FROM past_members WHERE user_id = ? AND chat_id = ? AND joined_seq <"
+            " (SELECT joined_seq FROM past_members WHERE user_id = ? AND chat_id = ?"
+            " ORDER BY joined_seq DESC LIMIT 1 OFFSET ?)",
+            user_id, chat_id, user_id, chat_id, PAST_MEMBERSHIPS - 1)
 
     async def remove_member(self, chat_id: ChatId, user_id: UserId) -> None:
         """End a membership after the last event so far (which the leaver still sees)."""

@@ -7,6 +7,7 @@ from typing import Callable
 import aiohttp
 import pytest
 
+from store.sql_chats import PAST_MEMBERSHIPS
 from tests.conftest import InProcFactory
 from tests.helpers import all_events_since, connect_users, db_rows, message_texts
 from tests.support import Api, ServerProcess
@@ -104,3 +105,41 @@ async def test_past_memberships_are_forgotten_after_the_message_lifetime(
     await server.advance(61)
     await server.purge()
     assert db_rows(server, past) == []
+
+
+async def test_past_memberships_stay_few(http: aiohttp.ClientSession,
+                                         inproc_factory: InProcFactory,
+                                         backend: tuple[str, ...]) -> None:
+    """Leaving and coming back in a loop keeps one past membership (nothing happened in
+    between); with others writing in between, a user keeps at most PAST_MEMBERSHIPS."""
+    server = await inproc_factory(*backend)
+    owner, ann = await connect_users(http, server, 2)
+    gid = (await owner.call("chats.create", title="club", members=[ann.username]))["chat"][
+        "chat_id"]
+    phone = Api(http, server.url)
+    phone_cursor = (await phone.connect(ann.username))["cursor"]
+
+    async def past() -> int:
+        row = await server.services.store.read(
+            lambda tx: tx.db.fetchone("SELECT count(*) FROM past_members"))
+        assert row is not None
+        return int(row[0])
+
+    for i in range(5):
+        await ann.call("messages.send", chat_id=gid, text=f"loop {i}")
+        await ann.call("chats.leave", chat_id=gid)
+        await owner.call("chats.invite", chat_id=gid, username=ann.username)
+    assert await past() == 1
+    seen = await all_events_since(phone, phone_cursor)
+    assert message_texts(seen, gid) == [f"loop {i}" for i in range(5)]
+    assert [a for a, _ in chat_actions(seen, gid)].count("left") == 5
+
+    for i in range(PAST_MEMBERSHIPS + 2):
+        await ann.call("messages.send", chat_id=gid, text=f"mine {i}")
+        await ann.call("chats.leave", chat_id=gid)
+        await owner.call("messages.send", chat_id=gid, text=f"not for ann {i}")
+        await owner.call("chats.invite", chat_id=gid, username=ann.username)
+    assert await past() == PAST_MEMBERSHIPS
+    texts = message_texts(await all_events_since(phone, phone_cursor), gid)
+    assert not [t for t in texts if t and t.startswith("not for ann")]
+    assert texts[-PAST_MEMBERSHIPS:] == [f"mine {i}" for i in range(2, PAST_MEMBERSHIPS + 2)]
