@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import aiohttp
+import orjson
 import pytest
 
 from store.sql_chats import PAST_MEMBERSHIPS
@@ -143,3 +144,12 @@ async def test_past_memberships_stay_few(http: aiohttp.ClientSession,
     texts = message_texts(await all_events_since(phone, phone_cursor), gid)
     assert not [t for t in texts if t and t.startswith("not for ann")]
     assert texts[-PAST_MEMBERSHIPS:] == [f"mine {i}" for i in range(2, PAST_MEMBERSHIPS + 2)]
+    # The store's one-user read (what SQLite polls use; PostgreSQL polls read many users at
+    # once) gives the same stream.
+    user = await server.services.store.read(lambda tx: tx.find_user(ann.username))
+    assert user is not None
+    direct = await server.services.store.read(
+        lambda tx: tx.read_events(user.user_id, phone_cursor, 1000, server.now()))
+    direct_texts = [orjson.loads(e.body)["message"]["text"] for e in direct
+                    if orjson.loads(e.body)["type"] == "message"]
+    assert direct_texts == texts
