@@ -260,7 +260,7 @@ def _sidebar(doc: Json, r: Renderer, groups: dict[str, list[Json]]) -> str:
              "<h2>Overview</h2><ul>",
              item("transport", "Transport"), item("auth", "Authentication"),
              item("poll", "Events: long poll"), item("files", "Files"),
-             item("errors", "Errors"), "</ul>"]
+             item("health", "Health"), item("errors", "Errors"), "</ul>"]
     for tag, ms in groups.items():
         parts.append(f"<h2>{html.escape(TAG_TITLES.get(tag, tag))}</h2><ul>")
         parts.extend(item(method_anchor(m["name"]), code(m["name"])) for m in ms)

@@ -219,8 +219,9 @@ def test_docs_page_covers_every_method_event_and_type_with_working_links() -> No
         assert event_anchor(type_) in parser.ids
     for name in schemas.defs()["$defs"]:
         assert type_anchor(name) in parser.ids
-    for section in ("transport", "auth", "poll", "files", "errors"):
+    for section in ("transport", "auth", "poll", "files", "health", "errors"):
         assert section in parser.ids
+    assert "<code>GET /health</code>" in page
     for code in (-32700, -32600, -32601, -32602, -32603, 401, 403, 404, 409, 413, 429):
         assert f"<code>{code}</code>" in page, code
 
