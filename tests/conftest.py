@@ -55,38 +55,7 @@ GROUPS = {"node": {"test_openrpc_tools.py": {"*"}}, "bench": {"test_bench.py": {
               "test_postgres_restart_and_terminated_connections",
               "test_dropped_listener_reconnects_and_wakes_every_parked_poll",
               "test_full_disk_answers_507_and_recovers",
-              "test_postgres_unreachable_at_start_is_one_line_and_an_exit"}},
-          # The `timing` round runs on two workers, one per group: the password-hashing
-          # floods (each keeps both cores busy) one after another with the tests that bound
-          # event-loop stalls and wake-up latency; the memory-bound tests beside them.
-          "timing_cpu": {
-              "test_accounts.py": {"test_a_login_stays_quick_during_a_registration_flood"},
-              "test_open_network.py": {
-                  "test_an_occasional_login_stays_fast_while_60_addresses_log_in",
-                  "test_the_purge_never_stalls_the_loop",
-                  "test_the_read_deadline_spares_a_request_being_handled",
-                  "test_connection_caps_refuse_at_once",
-                  "test_connection_cap_fits_the_descriptor_limit"},
-              "test_throttle.py": {"test_poll_wakeup_latency_during_a_login_flood"},
-              "test_core.py": {"test_parked_poll_wakes_quickly_on_send"},
-              "test_scaleout.py": {"test_message_through_one_process_wakes_polls_on_the_other"},
-          },
-          "timing_memory": {
-              "test_accounts.py": {
-                  "test_hash_gate_keeps_a_slot_for_logins_and_lets_addresses_take_turns"},
-              "test_faults.py": {"test_frozen_process_does_not_hold_the_others_writes"},
-              "test_files.py": {"test_memory_stays_flat_while_uploads_stream"},
-              "test_open_network.py": {
-                  "test_amplification_batches_keep_rss_and_latency_bounded",
-                  "test_bodies_in_memory_are_bounded_in_total",
-                  "test_big_answers_built_at_once_share_one_memory_budget",
-                  "test_idle_keep_alive_connections_make_room_at_the_cap",
-                  "test_answers_nobody_reads_are_aborted_and_their_memory_returned"},
-          }}
-# Every `timing` test is in one of the two timing groups (a new one must pick its side).
-assert ({(f, n) for g in ("timing_cpu", "timing_memory") for f, names in GROUPS[g].items()
-         for n in names} == {(f, n) for f, names in TIMING.items() for n in names}), \
-    "tests/conftest.py: TIMING and the timing groups disagree"
+              "test_postgres_unreachable_at_start_is_one_line_and_an_exit"}}}
 # Groups dealt out, test by test, into this many groups of their own (their names numbered).
 SPLIT = {"browser": 2}
 
