@@ -85,17 +85,18 @@ class FilesSql(SqlTxBase):
             " (SELECT 1 FROM scheduled_files sf WHERE sf.file_id = f.file_id) LIMIT ?",
             unsent_file_before, limit)
         if files:
-            marks = ", ".join("?" * len(files))
-            await self.db.execute(f"DELETE FROM files WHERE file_id IN ({marks})",
-                                  *[r[0] for r in files])
-            await self.db.execute(f"DELETE FROM file_chunks WHERE file_id IN ({marks})",
-                                  *[r[0] for r in files])
+            ids = [r[0] for r in files]
+            await self.db.execute(
+                f"DELETE FROM files WHERE file_id IN ({', '.join('?' * len(ids))})", *ids)
+            await self._delete_chunks_of(ids)
         # Past memberships (ChatsSql.add_member) are kept for the message lifetime after
         # their owner came back, the same cutoff as files nobody sent.
-        await self.db.execute(
-            "DELETE FROM past_members WHERE resumed_at <= ?", unsent_file_before)
+        past = await self.db.execute(
+            "DELETE FROM past_members WHERE (user_id, chat_id, joined_seq) IN (SELECT user_id,"
+            " chat_id, joined_seq FROM past_members WHERE resumed_at <= ? LIMIT ?)",
+            unsent_file_before, limit)
         orphans = await self.purge_orphan_chunks(unsent_file_before, limit)
-        more = events >= limit or len(rows) >= limit or len(files) >= limit or orphans >= limit
+        more = max(events, len(rows), len(files), past, orphans) >= limit
         return [r[1] for r in files if r[1] != FILE_IN_DATABASE], more
 
     # -- files kept in the database (--file-store database) --------------------------------
@@ -123,7 +124,11 @@ class FilesSql(SqlTxBase):
             " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_id = c.file_id) LIMIT ?",
             before, limit)
         if rows:
-            marks = ", ".join("?" * len(rows))
-            await self.db.execute(f"DELETE FROM file_chunks WHERE file_id IN ({marks})",
-                                  *[r[0] for r in rows])
+            await self._delete_chunks_of([r[0] for r in rows])
         return len(rows)
+
+    async def _delete_chunks_of(self, file_ids: list[str]) -> None:
+        """Forget the bytes of these files (kept in the database)."""
+        await self.db.execute(
+            f"DELETE FROM file_chunks WHERE file_id IN ({', '.join('?' * len(file_ids))})",
+            *file_ids)

@@ -267,6 +267,14 @@ def pytest_sessionfinish() -> None:
     _DATABASES.drop_all()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_flags(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Server flags for each store: none (SQLite), then PostgreSQL on a `pg_url` database."""
+    if request.param == "sqlite":
+        return ()
+    return ("--store", "postgres", "--database-url", request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """An empty PostgreSQL database for one test (emptied afterwards for the next).

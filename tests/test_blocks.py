@@ -23,13 +23,10 @@ InProcFactory = Callable[..., Awaitable[InProcessServer]]
 PASSWORD = "long enough pw"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_server(request: pytest.FixtureRequest, server_factory: Factory) -> ServerProcess:
-    """A server on SQLite, then on PostgreSQL (skipped when none is reachable)."""
-    if request.param == "postgres":
-        pg_url: str = request.getfixturevalue("pg_url")
-        return server_factory("--store", "postgres", "--database-url", pg_url)
-    return server_factory()
+@pytest.fixture
+def any_server(server_factory: Factory, store_flags: tuple[str, ...]) -> ServerProcess:
+    """A server on SQLite, then on PostgreSQL."""
+    return server_factory(*store_flags)
 
 
 async def users(http: aiohttp.ClientSession, url: str, n: int, prefix: str = "bk") -> list[Api]:

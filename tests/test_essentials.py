@@ -11,7 +11,6 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 import pexpect
-import pytest
 
 from client import MessengerClient
 from client.repl import Repl
@@ -20,14 +19,6 @@ from tests.support import ROOT, Api, ServerProcess, run_module, unique_name
 from tests.test_repl import Peer, Terminal
 
 Factory = Callable[..., ServerProcess]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """Server flags for each store."""
-    if request.param == "sqlite":
-        return ()
-    return ("--store", "postgres", "--database-url", request.getfixturevalue("pg_url"))
 
 
 async def users(http: aiohttp.ClientSession, server: ServerProcess | InProcessServer,
@@ -48,8 +39,8 @@ async def events_of(api: Api, type_: str) -> list[Any]:
 
 
 async def test_edit_rules_event_history_and_expiry(
-        http: aiohttp.ClientSession, server_factory: Factory, backend: tuple[str, ...]) -> None:
-    server = server_factory("--max-text", "20", *backend)
+        http: aiohttp.ClientSession, server_factory: Factory, store_flags: tuple[str, ...]) -> None:
+    server = server_factory("--max-text", "20", *store_flags)
     alice, bob, carol = await users(http, server, 3)
     group = (await alice.call("chats.create", title="t", members=[bob.username]))["chat"]
     sent = (await alice.call("messages.send", chat_id=group["chat_id"], text="helo"))["message"]
@@ -91,8 +82,8 @@ async def test_edit_and_delete_of_an_expired_message_are_404(
 
 
 async def test_delete_rules_event_and_undelivered_polls(
-        http: aiohttp.ClientSession, server_factory: Factory, backend: tuple[str, ...]) -> None:
-    server = server_factory(*backend)
+        http: aiohttp.ClientSession, server_factory: Factory, store_flags: tuple[str, ...]) -> None:
+    server = server_factory(*store_flags)
     alice, bob, carol = await users(http, server, 3)
     group = (await alice.call("chats.create", title="t", members=[bob.username]))["chat"]
     gid = group["chat_id"]
@@ -149,8 +140,8 @@ async def test_deleted_attachment_is_not_downloadable_unless_sent_elsewhere(
 
 
 async def test_search_words_scripts_membership_and_paging(
-        http: aiohttp.ClientSession, server_factory: Factory, backend: tuple[str, ...]) -> None:
-    server = server_factory(*backend)
+        http: aiohttp.ClientSession, server_factory: Factory, store_flags: tuple[str, ...]) -> None:
+    server = server_factory(*store_flags)
     alice, bob, carol = await users(http, server, 3)
     tag = unique_name("w").lower()  # a word no other test's message has
     texts = [f"{tag} I like banana, really", f"Bananas and {tag.upper()} apples",
@@ -201,8 +192,8 @@ async def test_search_words_scripts_membership_and_paging(
 
 
 async def test_read_positions_receipts_and_unread(
-        http: aiohttp.ClientSession, server_factory: Factory, backend: tuple[str, ...]) -> None:
-    server = server_factory(*backend)
+        http: aiohttp.ClientSession, server_factory: Factory, store_flags: tuple[str, ...]) -> None:
+    server = server_factory(*store_flags)
     alice, bob, carol = await users(http, server, 3)
     first = (await alice.call("messages.send", to=bob.username, text="one"))["message"]
     second = (await alice.call("messages.send", to=bob.username, text="two"))["message"]

@@ -6,22 +6,14 @@ from typing import Callable
 
 import aiohttp
 import orjson
-import pytest
 
 from store.sql_chats import PAST_MEMBERSHIPS
 from tests.conftest import InProcFactory
-from tests.helpers import all_events_since, connect_users, db_rows, message_texts
+from tests.helpers import all_events_since, connect_users, message_texts
+from tests.inproc import InProcessServer
 from tests.support import Api, ServerProcess
 
 Factory = Callable[..., ServerProcess]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """Server flags for each store."""
-    if request.param == "sqlite":
-        return ()
-    return ("--store", "postgres", "--database-url", request.getfixturevalue("pg_url"))
 
 
 def chat_actions(events: list[dict[str, object]], chat_id: str) -> list[tuple[object, object]]:
@@ -32,8 +24,8 @@ def chat_actions(events: list[dict[str, object]], chat_id: str) -> list[tuple[ob
 
 async def test_a_quick_comeback_loses_nothing_and_shows_nothing_in_between(
         http: aiohttp.ClientSession, server_factory: Factory,
-        backend: tuple[str, ...]) -> None:
-    server = server_factory(*backend)
+        store_flags: tuple[str, ...]) -> None:
+    server = server_factory(*store_flags)
     owner, ann = await connect_users(http, server, 2)
     gid = (await owner.call("chats.create", title="club", members=[ann.username]))["chat"][
         "chat_id"]
@@ -90,8 +82,9 @@ async def test_messages_of_the_gap_stay_hidden_from_the_one_who_left(
 
 
 async def test_past_memberships_are_forgotten_after_the_message_lifetime(
-        http: aiohttp.ClientSession, inproc_factory: InProcFactory) -> None:
-    server = await inproc_factory("--message-ttl", "60")
+        http: aiohttp.ClientSession, inproc_factory: InProcFactory,
+        store_flags: tuple[str, ...]) -> None:
+    server = await inproc_factory("--message-ttl", "60", *store_flags)
     owner, ann = await connect_users(http, server, 2)
     gid = (await owner.call("chats.create", title="club", members=[ann.username]))["chat"][
         "chat_id"]
@@ -99,38 +92,38 @@ async def test_past_memberships_are_forgotten_after_the_message_lifetime(
     await ann.call("chats.leave", chat_id=gid)
     await owner.call("messages.send", chat_id=gid, text="between")
     await owner.call("chats.invite", chat_id=gid, username=ann.username)
-    past = "SELECT chat_id FROM past_members"
-    assert db_rows(server, past) == [(gid,)]
+    assert await past_chats(server) == [gid]
     await server.purge()
-    assert db_rows(server, past) == [(gid,)]  # still within the message lifetime
+    assert await past_chats(server) == [gid]  # still within the message lifetime
     await server.advance(61)
     await server.purge()
-    assert db_rows(server, past) == []
+    assert await past_chats(server) == []
+
+
+async def past_chats(server: InProcessServer) -> list[str]:
+    """The chats of the stored past memberships."""
+    rows = await server.services.store.read(
+        lambda tx: tx.db.fetchall("SELECT chat_id FROM past_members"))
+    return [str(r[0]) for r in rows]
 
 
 async def test_past_memberships_stay_few(http: aiohttp.ClientSession,
                                          inproc_factory: InProcFactory,
-                                         backend: tuple[str, ...]) -> None:
+                                         store_flags: tuple[str, ...]) -> None:
     """Leaving and coming back in a loop keeps one past membership (nothing happened in
     between); with others writing in between, a user keeps at most PAST_MEMBERSHIPS."""
-    server = await inproc_factory(*backend)
+    server = await inproc_factory(*store_flags)
     owner, ann = await connect_users(http, server, 2)
     gid = (await owner.call("chats.create", title="club", members=[ann.username]))["chat"][
         "chat_id"]
     phone = Api(http, server.url)
     phone_cursor = (await phone.connect(ann.username))["cursor"]
 
-    async def past() -> int:
-        row = await server.services.store.read(
-            lambda tx: tx.db.fetchone("SELECT count(*) FROM past_members"))
-        assert row is not None
-        return int(row[0])
-
     for i in range(5):
         await ann.call("messages.send", chat_id=gid, text=f"loop {i}")
         await ann.call("chats.leave", chat_id=gid)
         await owner.call("chats.invite", chat_id=gid, username=ann.username)
-    assert await past() == 1
+    assert len(await past_chats(server)) == 1
     seen = await all_events_since(phone, phone_cursor)
     assert message_texts(seen, gid) == [f"loop {i}" for i in range(5)]
     assert [a for a, _ in chat_actions(seen, gid)].count("left") == 5
@@ -140,7 +133,7 @@ async def test_past_memberships_stay_few(http: aiohttp.ClientSession,
         await ann.call("chats.leave", chat_id=gid)
         await owner.call("messages.send", chat_id=gid, text=f"not for ann {i}")
         await owner.call("chats.invite", chat_id=gid, username=ann.username)
-    assert await past() == PAST_MEMBERSHIPS
+    assert len(await past_chats(server)) == PAST_MEMBERSHIPS
     texts = message_texts(await all_events_since(phone, phone_cursor), gid)
     assert not [t for t in texts if t and t.startswith("not for ann")]
     assert texts[-PAST_MEMBERSHIPS:] == [f"mine {i}" for i in range(2, PAST_MEMBERSHIPS + 2)]
