@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 SCRYPT_R, SCRYPT_P = 8, 1  # N is 2 ** --password-cost; every hash records its own
-HASH_SLOTS = 2  # scrypt runs at once per process (each uses 16 MiB and a core for ~50 ms)
+HASH_SLOTS = 2  # scrypt runs at once per process (at --password-cost 14: 16 MiB, ~50 ms each)
 
 
 FRESH_GAP = 10.0  # seconds without a hash after which an address's next one goes first
@@ -179,7 +179,7 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
                           dklen=32, maxmem=128 * n * r * p + 1024 * 1024)
 
 
-async def hash_password(gate: HashGate, address: str, password: str, cost: int = 14) -> str:
+async def hash_password(gate: HashGate, address: str, password: str, cost: int) -> str:
     """A salted scrypt hash (N = 2 ** cost) for a new account, computed in a worker thread."""
     salt = secrets.token_bytes(16)
     n = 2 ** cost
