@@ -232,7 +232,7 @@ class _Databases:
         """Empty a database for the next test (or drop it if that fails)."""
         try:
             _in_thread(_pg_empty(name))
-        except Exception:  # noqa: BLE001 - anything left odd: a new one next time
+        except Exception:  # anything left odd: a new one next time
             self.made.remove(name)
             _in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         else:
