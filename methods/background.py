@@ -42,7 +42,7 @@ async def run_scheduler(services: Services) -> None:
                 await services.schedule_changed.wait()
 
 
-PURGE_CHUNK = 500  # rows of each kind per purge transaction (a few ms on the event loop)
+PURGE_CHUNK = 200  # rows of each kind per purge transaction (a few ms on the event loop)
 UNLINK_CHUNK = 200  # files removed per worker-thread call
 
 

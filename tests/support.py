@@ -397,6 +397,41 @@ class Api:
         return events
 
 
+def share_niceness() -> None:
+    """Give the sessions this process's descendants started our niceness.
+
+    scripts/test runs the parallel round at nice 19 beside the timing round. Linux's
+    autogroup scheduling shares the CPU between sessions first and by niceness only within
+    one, so a child that starts a session of its own (Playwright's Chromium, pg_ctl's
+    postmaster) would compete with the timing round as an equal. Where /proc/PID/autogroup
+    is missing or not ours to write, nothing changes.
+    """
+    mine = os.nice(0)
+    if mine <= 0:
+        return
+    family: dict[int, tuple[int, int]] = {}  # pid: (parent, session)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            family[int(entry)] = (int(fields[1]), int(fields[3]))
+    ours, session = {os.getpid()}, os.getsid(0)
+    grown = True
+    while grown:
+        grown = False
+        for pid, (parent, _) in family.items():
+            if parent in ours and pid not in ours:
+                ours.add(pid)
+                grown = True
+    for pid in ours:
+        if family.get(pid, (0, session))[1] != session:
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/autogroup").write_text(str(mine))
+
+
 async def wait_until(predicate: Any, timeout: float = 5, interval: float = 0.05) -> None:
     """Await an async predicate becoming true."""
     deadline = time.monotonic() + timeout

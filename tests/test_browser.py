@@ -16,10 +16,10 @@ from typing import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 import pytest_asyncio
-from playwright.async_api import (Browser, BrowserContext, FilePayload, Locator, Page,
-                                  async_playwright, expect)
+from playwright.async_api import (Browser, ConsoleMessage, Error, FilePayload, Locator, Page,
+                                  Request, async_playwright, expect)
 
-from tests.support import Api, ServerProcess, unique_name
+from tests.support import Api, ServerProcess, share_niceness, unique_name
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,8 +29,8 @@ PASSWORD = "correct horse battery"
 
 expect.set_options(timeout=15_000)  # two cores shared by many test processes
 
-# One Chromium for the whole module (each test gets fresh contexts): all tests and the async
-# fixtures here share the module's event loop.
+# One Chromium for the whole module (its tabs reused from test to test, see `tabs`): all
+# tests and the async fixtures here share the module's event loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -44,6 +44,7 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.skip(why)
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        share_niceness()
         yield chromium
         await chromium.close()
 
@@ -56,11 +57,26 @@ class Person:
         self.page_errors: list[str] = []
         self.console_errors: list[str] = []
         self.foreign: list[str] = []
-        page.on("pageerror", lambda err: self.page_errors.append(str(err)))
-        page.on("console", lambda msg: self.console_errors.append(msg.text)
-                if msg.type == "error" else None)
-        page.on("request", lambda req: self.foreign.append(req.url)
-                if not req.url.startswith((base + "/", "blob:")) else None)
+
+        def on_error(err: Error) -> None:
+            self.page_errors.append(str(err))
+
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                self.console_errors.append(msg.text)
+
+        def on_request(req: Request) -> None:
+            if not req.url.startswith((base + "/", "blob:")):
+                self.foreign.append(req.url)
+
+        self.listeners = {"pageerror": on_error, "console": on_console, "request": on_request}
+        for event, listener in self.listeners.items():
+            page.on(event, listener)  # type: ignore[call-overload]
+
+    def leave(self) -> None:
+        """Stop watching the tab (it goes back to the pool for another test's person)."""
+        for event, listener in self.listeners.items():
+            self.page.remove_listener(event, listener)
 
     def assert_clean(self, console: bool = True) -> None:
         """No uncaught script error, no request to another origin (and no console error)."""
@@ -103,20 +119,43 @@ class Person:
 OpenPerson = Callable[[ServerProcess], Awaitable[Person]]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def tabs() -> list[Page]:
+    """Tabs free for the next test, each in a browser context of its own.
+
+    A new context and tab cost Chromium ~1.8 s of CPU (a renderer process starts); a tab
+    that goes to another test's server instead costs a page load. Each test's server has a
+    port (an origin) of its own, so its sessionStorage starts empty all the same, and a
+    returned tab's storage is cleared in case a later server gets the same port.
+    """
+    return []
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def people(browser: Browser) -> AsyncIterator[OpenPerson]:
-    """Open the client of a server in a fresh browser context (its own sessionStorage)."""
-    contexts: list[BrowserContext] = []
+async def people(browser: Browser, tabs: list[Page]) -> AsyncIterator[OpenPerson]:
+    """Open the client of a server in a tab of its own browser context (own sessionStorage)."""
+    opened: list[Person] = []
 
     async def open_person(server: ServerProcess) -> Person:
-        context = await browser.new_context(viewport={"width": 1200, "height": 800})
-        contexts.append(context)
-        person = Person(await context.new_page(), server.url)
-        await person.page.goto(server.url + "/")
+        if tabs:
+            page = tabs.pop()
+        else:
+            context = await browser.new_context(viewport={"width": 1200, "height": 800})
+            page = await context.new_page()
+        person = Person(page, server.url)
+        opened.append(person)
+        await page.goto(server.url + "/")
         return person
     yield open_person
-    for context in contexts:
-        await context.close()
+    for person in opened:
+        person.leave()
+        try:
+            await person.page.evaluate("sessionStorage.clear(); localStorage.clear()")
+            await person.page.goto("about:blank")  # its polls and timers end with the page
+        except Error:  # a tab left odd (closed, crashed): not reused
+            await person.page.context.close()
+        else:
+            tabs.append(person.page)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

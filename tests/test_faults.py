@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.support import Api, ServerProcess, free_port, unique_name
+from tests.support import Api, ServerProcess, free_port, share_niceness, unique_name
 
 PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
 
@@ -64,6 +64,7 @@ class PrivateCluster:
                    " -c fsync=off -c synchronous_commit=off -c max_connections=60")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
                   "-w", "start")
+        share_niceness()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop (fast: ends every connection, as a restart or failover does)."""

@@ -709,7 +709,9 @@ async def test_big_answers_built_at_once_share_one_memory_budget(
     for sock in socks:
         sock.close()
     print(f"RSS before {before // 1024} MB, peak {peak // 1024} MB")
-    assert peak - before < 200 * 1024, (before, peak)
+    # The budget holds 64 MB of answers being built; their Python objects take about three
+    # times that (~190 MB seen). Without the budget it was 150 x 2.4 MB and more.
+    assert peak - before < 250 * 1024, (before, peak)
     assert (await api.call("session.status"))["username"] == api.username
 
 

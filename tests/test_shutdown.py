@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tests.support import Api, ServerProcess, unique_name
+from tests.support import Api, ServerProcess, unique_name, wait_until
 
 
 async def history_ids(api: Api, chat_id: str) -> set[str]:
@@ -60,9 +60,11 @@ async def test_sigterm_answers_polls_finishes_calls_and_exits_0(
         await asyncio.sleep(0.3)
         assert not any(p.done() for p in polls)
         loops = [asyncio.create_task(send_loop(s)) for s in senders]
-        await asyncio.sleep(0.4)
-        before = len(acknowledged)
-        assert before > 5
+
+        async def sending() -> bool:  # sends in flight when the signal comes
+            return len(acknowledged) > 5
+
+        await wait_until(sending, timeout=10)  # not a fixed sleep: the machine may be busy
         signalled = time.monotonic()
         code = await asyncio.to_thread(server.stop, signal.SIGTERM, 10)
         exited = time.monotonic() - signalled
