@@ -533,6 +533,16 @@ async def crowded_store(tmp_path: Path) -> AsyncIterator[Services]:
     await store.close()
 
 
+def waited_for_a_cpu() -> float:
+    """Seconds this thread has spent ready to run but waiting for a core (Linux schedstat's
+    run_delay); 0 where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def test_the_purge_never_stalls_the_loop(crowded_store: Services) -> None:
     services = crowded_store
     worst = 0.0
@@ -541,9 +551,12 @@ async def test_the_purge_never_stalls_the_loop(crowded_store: Services) -> None:
     async def pinger() -> None:
         nonlocal worst
         while not stop.is_set():
-            started = time.perf_counter()
+            started, queued = time.perf_counter(), waited_for_a_cpu()
             await asyncio.sleep(0.005)
-            worst = max(worst, time.perf_counter() - started - 0.005)
+            late = time.perf_counter() - started - 0.005
+            # Time the kernel kept the loop's thread waiting for a core (other processes of
+            # the suite run beside this test) is not a stall the purge caused.
+            worst = max(worst, late - (waited_for_a_cpu() - queued))
 
     task = asyncio.create_task(pinger())
     await asyncio.sleep(0.02)
