@@ -232,7 +232,8 @@ def test_repl_shows_errors_and_reconnects(server_factory: Callable[..., ServerPr
     term.line("first post")
     term.see(f"#general {me}: first post")
     term.line("second post")
-    term.expect(r"! rate limit: try again in \d+ (s|min)")
+    # (the window ends at the next full hour: "1 h" in an hour's first minute)
+    term.expect(r"! rate limit: try again in \d+ (s|min|h)")
 
     bob.call("users.report", username=me, reason="spam")
     term.expect(r"you are banned from sending until \d\d:\d\d")
