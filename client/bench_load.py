@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import tempfile
@@ -100,9 +101,11 @@ class Bench:
         script = os.path.join(os.path.dirname(__file__), "bench_send.lua")
         meter = Meter(self.target.pids)
         proc = await asyncio.create_subprocess_exec(
-            wrk, "-t2", f"-c{senders}", f"-d{int(duration)}s", "--latency", "-s", script,
-            self.target.url, "--", f.name, stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
+            # wrk counts whole seconds ("-d0s" ran nothing and printed no figures)
+            wrk, "-t2", f"-c{senders}", f"-d{max(1, math.ceil(duration))}s", "--latency",
+            "-s", script, self.target.url, "--", f.name, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
         usage = meter.read()
         os.unlink(f.name)
         text = out.decode()
@@ -118,6 +121,9 @@ class Bench:
                 row["p99_ms"] = _wrk_ms(parts[1])
             elif line.startswith("rpc_errors"):
                 row["errors"] = int(parts[1])
+        if "acks_per_s" not in row or "errors" not in row:
+            raise SystemExit(f"wrk exited with {proc.returncode} and printed no figures: "
+                             f"{(err or out).decode(errors='replace').strip()[-500:]}")
         usage.pop("client_cpu_pct", None)  # wrk is another process
         return {**row, **usage}
 
