@@ -144,35 +144,25 @@ class PgDb:
         return int(last) if last.isdigit() else 0
 
 
-def encode_wakeups(origin: str, wakeups: Wakeups) -> str | None:
-    """The NOTIFY payload: the origin process and whom the commit concerns."""
-    if not (wakeups.everyone or wakeups.users or wakeups.chats or wakeups.ended):
-        return None
-    body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
-            "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
-    payload = orjson.dumps(body).decode()
-    if len(payload) > MAX_NOTIFY:  # keep the shared NOTIFY queue light: wake everyone
-        # The first ended sessions ride along (64 hex characters each); the rest follow in
-        # payloads of their own (`more_ended_payloads`).
-        payload = orjson.dumps({"o": origin, "e": True, "u": [], "c": [],
-                                "s": sorted(wakeups.ended)[:ENDED_PER_NOTIFY]}).decode()
-    return payload
-
-
 ENDED_PER_NOTIFY = 100  # ended sessions per NOTIFY payload (under PostgreSQL's 8000 bytes)
 
 
-def more_ended_payloads(origin: str, wakeups: Wakeups) -> list[str]:
-    """Payloads for the ended sessions `encode_wakeups` had no room for (rare: over 100
-    sessions ended in one commit, by disconnects or --max-sessions evictions)."""
-    body = {"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
-            "c": sorted(wakeups.chats), "s": sorted(wakeups.ended)}
-    if len(orjson.dumps(body)) <= MAX_NOTIFY:
+def encode_wakeups(origin: str, wakeups: Wakeups) -> list[str]:
+    """The NOTIFY payloads of a commit (none when it concerns nobody): the origin process
+    and whom the commit concerns, in one payload unless that passes MAX_NOTIFY."""
+    if not (wakeups.everyone or wakeups.users or wakeups.chats or wakeups.ended):
         return []
-    rest = sorted(wakeups.ended)[ENDED_PER_NOTIFY:]
-    return [orjson.dumps({"o": origin, "e": False, "u": [], "c": [],
-                          "s": rest[i:i + ENDED_PER_NOTIFY]}).decode()
-            for i in range(0, len(rest), ENDED_PER_NOTIFY)]
+    ended = sorted(wakeups.ended)
+    payload = orjson.dumps({"o": origin, "e": wakeups.everyone, "u": sorted(wakeups.users),
+                            "c": sorted(wakeups.chats), "s": ended}).decode()
+    if len(payload) <= MAX_NOTIFY:
+        return [payload]
+    # Keep the shared NOTIFY queue light: the first payload wakes everyone. Ended sessions
+    # (64 hex characters each) go ENDED_PER_NOTIFY to a payload: more than that in one
+    # commit (disconnects, --max-sessions evictions) is rare.
+    return [orjson.dumps({"o": origin, "e": i == 0, "u": [], "c": [],
+                          "s": ended[i:i + ENDED_PER_NOTIFY]}).decode()
+            for i in range(0, max(len(ended), 1), ENDED_PER_NOTIFY)]
 
 
 def decode_wakeups(payload: str) -> tuple[str, Wakeups]:

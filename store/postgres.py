@@ -36,7 +36,7 @@ from store.pg_db import (
     BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
     READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
     WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
-    encode_wakeups, is_lost, keep_analyzed, more_ended_payloads, reason_of, safe_url,
+    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url,
 )
 from store.sql import Db, SqlTx, Wakeups
 
@@ -348,10 +348,10 @@ class PostgresStore(BatchingStore):
     async def _commit(self, wakeups: Wakeups) -> None:
         # The transaction id tells, should the connection die during COMMIT, whether the
         # batch committed; it comes with the NOTIFY (one round trip).
-        payload = encode_wakeups(self.origin, wakeups)
-        if payload is not None:
-            await self._notify(payload)
-            for more in more_ended_payloads(self.origin, wakeups):
+        payloads = encode_wakeups(self.origin, wakeups)
+        if payloads:
+            await self._notify(payloads[0])
+            for more in payloads[1:]:
                 if not self._notify_full:
                     await self._wconn.execute("SELECT pg_notify($1, $2)", CHANNEL, more)
         else:

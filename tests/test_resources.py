@@ -28,14 +28,20 @@ async def park(api: Api, cursor: int, timeout: float = 10) -> asyncio.Task[tuple
     return task
 
 
+async def poller_and_sender(http: aiohttp.ClientSession, url: str,
+                            prefix: str) -> tuple[Api, Api, str, int]:
+    """A connected user who polls (their name and current cursor) and another who sends."""
+    user, sender = Api(http, url), Api(http, url)
+    name = unique_name(prefix)
+    await user.connect(name)
+    await sender.connect(unique_name("snd"))
+    return user, sender, name, (await user.poll(timeout=0))["cursor"]
+
+
 async def test_parked_poll_caps(server_factory: ServerFactory,
                                 http: aiohttp.ClientSession) -> None:
     server = server_factory("--polls-per-session", "2", "--polls-per-user", "3")
-    user, sender = Api(http, server.url), Api(http, server.url)
-    name = unique_name("cap")
-    await user.connect(name)
-    await sender.connect(unique_name("snd"))
-    cursor = (await user.poll(timeout=0))["cursor"]
+    user, sender, name, cursor = await poller_and_sender(http, server.url, "cap")
 
     # Per session: the third poll of one token pushes out the first, at once.
     p1 = await park(user, cursor)
@@ -125,11 +131,7 @@ async def test_idle_sessions_expire_and_used_ones_do_not(inproc_factory: InProcF
 async def test_a_poll_that_pushes_out_the_only_other_is_still_woken(
         inproc_factory: InProcFactory, http: aiohttp.ClientSession) -> None:
     server = await inproc_factory("--polls-per-session", "1", "--polls-per-user", "1")
-    user, sender = Api(http, server.url), Api(http, server.url)
-    name = unique_name("one")
-    await user.connect(name)
-    await sender.connect(unique_name("snd"))
-    cursor = (await user.poll(timeout=0))["cursor"]
+    user, sender, name, cursor = await poller_and_sender(http, server.url, "one")
     first = await park(user, cursor)
     second = asyncio.create_task(timed_poll(user, cursor, 10))
     _, body = await asyncio.wait_for(first, 3)  # pushed out, empty
