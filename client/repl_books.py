@@ -21,6 +21,15 @@ class CommandError(Exception):
     """A command was used wrongly; its message is shown to the user as is."""
 
 
+def _short(full_id: str) -> str:
+    if len(full_id) <= SHORT_ID + 2:
+        return full_id
+    kind, sep, _ = full_id.partition("_")
+    if not sep or len(kind) > 2:
+        return full_id[:SHORT_ID]
+    return full_id[:len(kind) + 1] + full_id[len(kind) + 1 - SHORT_ID:]
+
+
 def needs(arg: str, usage: str) -> str:
     """The argument, stripped; a CommandError showing `usage` when it is empty."""
     if not arg.strip():
@@ -29,7 +38,12 @@ def needs(arg: str, usage: str) -> str:
 
 
 class IdBook:
-    """Ids seen in this session, shown short and resolved back from any unique prefix."""
+    """Ids seen in this session, shown short and resolved back from the short form or any
+    unique prefix.
+
+    Server ids start with their kind and the time they were made (`m_0mx58nj1...` for a
+    message), so the short form keeps the kind and the id's last characters, which differ
+    between ids made together."""
 
     def __init__(self) -> None:
         self._ids: dict[str, None] = {}
@@ -41,16 +55,18 @@ class IdBook:
         self._ids[full_id] = None
 
     def short(self, full_id: str) -> str:
-        """The id as displayed: its first characters (remembered for `resolve`)."""
+        """The id as displayed, `kind_` and its last characters (remembered for `resolve`)."""
         self.add(full_id)
-        return full_id if len(full_id) <= SHORT_ID + 2 else full_id[:SHORT_ID]
+        return _short(full_id)
 
     def resolve(self, text: str) -> str:
-        """The full id for what the user typed: exact, else a unique known prefix, else as is."""
+        """The full id for what the user typed: exact, else the one known id shown so or
+        starting so, else as is."""
         text = text.strip().lstrip("(").rstrip(")")
         if text in self._ids:
             return text
-        matches = [known for known in self._ids if known.startswith(text)]
+        matches = [known for known in self._ids
+                   if known.startswith(text) or _short(known) == text]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

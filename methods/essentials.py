@@ -146,6 +146,7 @@ class Search(UserMethod[SearchParams]):
             return {"messages": [message_view(m) for m in rows[:limit]],
                     "more": len(rows) > limit}
 
+        await services.store.catch_up_search()
         return await services.store.read(search)
 
 

@@ -266,6 +266,11 @@ class Store(Protocol):
         when the process knows one without asking the database."""
         ...
 
+    async def catch_up_search(self) -> None:
+        """Make every message committed so far findable by `SqlTx.search_messages` (where
+        the search index is written apart from the messages)."""
+        ...
+
     async def read_events(self, user_id: UserId, after: int, limit: int,
                           now: float) -> list[EventRecord]:
         """`SqlTx.read_events` on the latest committed state; concurrent polls' reads may

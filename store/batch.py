@@ -65,6 +65,11 @@ class WriteWatch:
         self._wrote(sql)
         return await self.db.execute(sql, *args)
 
+    async def insert(self, sql: str, key: str, *args: object) -> int:
+        """Insert one row (a write); its key."""
+        self._wrote(sql)
+        return await self.db.insert(sql, key, *args)
+
 
 class _Markers:
     """Read markers to move in one write job; joinable until the job starts."""
@@ -182,6 +187,9 @@ class BatchingStore(ABC):
     async def write_aside(self, fn: TxFn[T]) -> T:
         """Run one-statement `fn` outside the queue if the backend can (here: in it)."""
         return await self.write(fn)
+
+    async def catch_up_search(self) -> None:
+        """Nothing to do where each message is indexed as it is stored."""
 
     async def get_session(self, token_hash: str) -> Session | None:
         """The session a token hash names (see `SqlTx.get_session`)."""

@@ -286,6 +286,16 @@ MIGRATIONS: list[str | dict[str, str]] = [
     );
     CREATE INDEX past_members_age ON past_members (resumed_at);
     """,
+    # 9: SQLite's search index is written apart from sends, a few hundred messages at a time
+    # (SqliteStore.catch_up_search): messages with a seq above this one are not in it yet.
+    # Every message stored so far is.
+    {
+        "sqlite": """
+        CREATE TABLE search_index (seq INTEGER NOT NULL);
+        INSERT INTO search_index (seq) SELECT COALESCE(MAX(seq), 0) FROM messages;
+        """,
+        "postgres": "",
+    },
 ]
 
 

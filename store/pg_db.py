@@ -143,6 +143,11 @@ class PgDb:
         last = tag.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
+    async def insert(self, sql: str, key: str, *args: object) -> int:
+        """Insert one row; its `key` column (RETURNING)."""
+        value: int = await self.conn.fetchval(self._sql(f"{sql} RETURNING {key}"), *args)
+        return value
+
 
 ENDED_PER_NOTIFY = 100  # ended sessions per NOTIFY payload (under PostgreSQL's 8000 bytes)
 

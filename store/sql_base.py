@@ -33,6 +33,11 @@ class Db(Protocol):
         """Run a statement once per row of arguments (pipelined where the driver can)."""
         ...
 
+    async def insert(self, sql: str, key: str, *args: object) -> int:
+        """Insert one row; its integer key column `key` (on SQLite the rowid, which `key`
+        must be an alias of: no RETURNING, which costs a statement journal there)."""
+        ...
+
 
 USER_COLS = "user_id, username, pw_hash, read_seq, banned_until, created_at"
 CHAT_COLS = "chat_id, kind, title, owner_id, created_at"
@@ -87,6 +92,8 @@ class Wakeups:
         self.chats: set[str] = set()
         # Sessions (token hashes) that ended: their parked polls answer 401.
         self.ended: set[str] = set()
+        # The highest seq of a message stored (SQLite's search index catches up to it).
+        self.newest_message = 0
 
     def merge(self, other: "Wakeups") -> None:
         """Add another transaction's wakeups."""
@@ -94,6 +101,7 @@ class Wakeups:
         self.users |= other.users
         self.ended |= other.ended
         self.chats |= other.chats
+        self.newest_message = max(self.newest_message, other.newest_message)
 
 
 FILE_IN_DATABASE = "database"  # a files row's path when its bytes are in file_chunks

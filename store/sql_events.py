@@ -58,13 +58,12 @@ class EventsSql(SqlTxBase):
                              message_id: str | None = None,
                              expires_at: float | None = None) -> int:
         """Append an event for every member of a chat; its seq."""
-        r = await self.db.fetchone(
+        seq = await self.db.insert(
             "INSERT INTO events (chat_id, type, body, message_id, expires_at)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING seq",
-            chat_id, type_, body.decode(), message_id, expires_at)
-        assert r is not None
+            " VALUES (?, ?, ?, ?, ?)", "seq", chat_id, type_, body.decode(), message_id,
+            expires_at)
         self._chat_event_added(chat_id)
-        return int(r[0])
+        return seq
 
     def _chat_event_added(self, chat_id: ChatId) -> None:
         if chat_id == GENERAL_CHAT:
@@ -74,12 +73,10 @@ class EventsSql(SqlTxBase):
 
     async def add_user_event(self, user_id: UserId, type_: str, body: bytes) -> int:
         """Append an event addressed to one user (all of their clients); its seq."""
-        r = await self.db.fetchone(
-            "INSERT INTO events (user_id, type, body) VALUES (?, ?, ?) RETURNING seq",
-            user_id, type_, body.decode())
-        assert r is not None
+        seq = await self.db.insert("INSERT INTO events (user_id, type, body) VALUES (?, ?, ?)",
+                                   "seq", user_id, type_, body.decode())
         self.wakeups.users.add(user_id)
-        return int(r[0])
+        return seq
 
     async def read_events(self, user_id: UserId, after: int, limit: int,
                           now: float) -> list[EventRecord]:
@@ -151,9 +148,8 @@ class EventsSql(SqlTxBase):
     async def add_read_event(self, user_id: UserId, body: bytes, expires_at: float) -> int:
         """A `read` event for one user (all their clients); purged once the message it
         names expires, so read receipts do not pile up."""
-        r = await self.db.fetchone(
-            "INSERT INTO events (user_id, type, body, expires_at) VALUES (?, 'read', ?, ?)"
-            " RETURNING seq", user_id, body.decode(), expires_at)
-        assert r is not None
+        seq = await self.db.insert(
+            "INSERT INTO events (user_id, type, body, expires_at) VALUES (?, 'read', ?, ?)",
+            "seq", user_id, body.decode(), expires_at)
         self.wakeups.users.add(user_id)
-        return int(r[0])
+        return seq

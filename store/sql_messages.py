@@ -60,6 +60,8 @@ _DEFERRED_MESSAGE = (
     f" INSERT INTO messages ({MSG_COLS}, client_msg_id, search_words)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
+_INDEX_WORDS = "INSERT INTO messages_fts (rowid, words) VALUES (?, ?)"
+
 
 def _send_memo(r: Row | None, author_id: UserId, chat_id: str | None,
                client_msg_id: str | None) -> dict[tuple[object, ...], Any]:
@@ -143,10 +145,22 @@ class MessagesSql(EventsSql):
         """Store a message and its `message` event; the message with its seq.
 
         `client_msg_id` (the sender's retry key) is unique per author while the message
-        lives; the message's words go into the search index.
+        lives; the message's words go into the search index (on SQLite a little later, with
+        other messages': `index_messages`).
         """
+        if self.db.dialect == "sqlite":
+            seq = await self.add_chat_event(m.chat_id, "message", event_body, m.message_id,
+                                            m.expires_at)
+            await self.db.execute(
+                f"INSERT INTO messages ({MSG_COLS}, client_msg_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
+                m.comment_to, m.sent_at, m.expires_at, seq, m.edited_at, client_msg_id)
+            self.wakeups.newest_message = max(self.wakeups.newest_message, seq)
+            return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
+                                 m.attachments, m.comment_to, m.sent_at, m.expires_at, seq,
+                                 m.edited_at)
         words = search_words(m.text)
-        pg = self.db.dialect == "postgres"
         seq_ahead = self._memo.pop(("seq",), None)
         if self._deferred is not None and seq_ahead is not None:
             self._deferred.messages.append((
@@ -158,32 +172,18 @@ class MessagesSql(EventsSql):
             return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
                                  m.attachments, m.comment_to, m.sent_at, m.expires_at,
                                  seq_ahead, m.edited_at)
-        if pg:  # one round trip: the event and the message in one statement
-            r = await self.db.fetchone(
-                "WITH e AS (INSERT INTO events (chat_id, type, body, message_id, expires_at)"
-                " VALUES (?, 'message', ?, ?, ?) RETURNING seq)"
-                f" INSERT INTO messages ({MSG_COLS}, client_msg_id, search_words)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT seq FROM e), ?, ?, ?) RETURNING seq",
-                m.chat_id, event_body.decode(), m.message_id, m.expires_at,
-                m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
-                m.comment_to, m.sent_at, m.expires_at, m.edited_at, client_msg_id, words)
-            assert r is not None
-            seq = int(r[0])
-            self._chat_event_added(m.chat_id)
-            return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
-                                 m.attachments, m.comment_to, m.sent_at, m.expires_at, seq,
-                                 m.edited_at)
-        seq = await self.add_chat_event(m.chat_id, "message", event_body, m.message_id,
-                                        m.expires_at)
-        await self.db.execute(
-            f"INSERT INTO messages ({MSG_COLS}, client_msg_id{', search_words' if pg else ''})"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{', ?' if pg else ''})",
+        # PostgreSQL, one round trip: the event and the message in one statement.
+        r = await self.db.fetchone(
+            "WITH e AS (INSERT INTO events (chat_id, type, body, message_id, expires_at)"
+            " VALUES (?, 'message', ?, ?, ?) RETURNING seq)"
+            f" INSERT INTO messages ({MSG_COLS}, client_msg_id, search_words)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT seq FROM e), ?, ?, ?) RETURNING seq",
+            m.chat_id, event_body.decode(), m.message_id, m.expires_at,
             m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
-            m.comment_to, m.sent_at, m.expires_at, seq, m.edited_at, client_msg_id,
-            *((words,) if pg else ()))
-        if not pg and words:
-            await self.db.execute("INSERT INTO messages_fts (rowid, words) VALUES (?, ?)",
-                                  seq, words)
+            m.comment_to, m.sent_at, m.expires_at, m.edited_at, client_msg_id, words)
+        assert r is not None
+        seq = int(r[0])
+        self._chat_event_added(m.chat_id)
         return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
                              m.attachments, m.comment_to, m.sent_at, m.expires_at, seq,
                              m.edited_at)
@@ -242,10 +242,10 @@ class MessagesSql(EventsSql):
         else:
             await self.db.execute("UPDATE messages SET text = ?, edited_at = ?"
                                   " WHERE message_id = ?", text, edited_at, m.message_id)
-            await self.db.execute("DELETE FROM messages_fts WHERE rowid = ?", m.seq)
-            if words:
-                await self.db.execute("INSERT INTO messages_fts (rowid, words) VALUES (?, ?)",
-                                      m.seq, words)
+            if m.seq <= await self._indexed_through():  # else indexed later, as edited
+                await self.db.execute("DELETE FROM messages_fts WHERE rowid = ?", m.seq)
+                if words:
+                    await self.db.execute(_INDEX_WORDS, m.seq, words)
         return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, text,
                              m.attachments, m.comment_to, m.sent_at, m.expires_at, m.seq,
                              edited_at)
@@ -261,6 +261,27 @@ class MessagesSql(EventsSql):
             await self.db.execute("DELETE FROM messages_fts WHERE rowid = ?", m.seq)
 
     # -- search and unread counts ----------------------------------------------------------
+    async def _indexed_through(self) -> int:
+        """SQLite: the seq up to which messages are in the search index."""
+        r = await self.db.fetchone("SELECT seq FROM search_index")
+        return int(r[0]) if r else 0
+
+    async def index_messages(self, limit: int) -> int:
+        """SQLite: add up to `limit` of the messages not yet in the search index to it, in
+        one statement (FTS5 writes one index segment per statement, and merges them later:
+        one per message sent cost more than the rest of a send's writes together). Returns
+        a seq up to which every stored message is now indexed."""
+        through = await self._indexed_through()
+        rows = await self.db.fetchall(
+            "SELECT seq, text FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", through, limit)
+        if not rows:
+            return max(through, await self.issued_seq())
+        await self.db.executemany(_INDEX_WORDS, [
+            (int(seq), words) for seq, text in rows if (words := search_words(text))])
+        last = int(rows[-1][0])
+        await self.db.execute("UPDATE search_index SET seq = ?", last)
+        return last if len(rows) == limit else max(last, await self.issued_seq())
+
     async def search_messages(self, user_id: UserId, words: list[str], chat_id: str | None,
                               before_seq: int | None, limit: int,
                               now: float) -> list[StoredMessage]:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
-from store.base import T, TxFn
+from store.base import StoreError, T, TxFn
 from store.batch import BatchingStore
 from store.migrations import migrate
 from store.sql import Db, Row, SqlTx, Wakeups
@@ -42,6 +42,12 @@ class SqliteDb:
     async def execute(self, sql: str, *args: object) -> int:
         """Run a statement; rows changed."""
         return self.conn.execute(sql, args).rowcount
+
+    async def insert(self, sql: str, key: str, *args: object) -> int:
+        """Insert one row; its rowid (`key` names the column that aliases it)."""
+        rowid = self.conn.execute(sql, args).lastrowid
+        assert rowid is not None
+        return rowid
 
 
 def _connect(path: Path, power_safe: bool) -> sqlite3.Connection:
@@ -92,6 +98,11 @@ class SqliteStore(BatchingStore):
     """The embedded default store: one file, one process."""
 
     wal_limit = 64 * 2 ** 20  # bytes of WAL past which the writer truncates it
+    # New messages reach the search index apart from their sends (`SqlTx.index_messages`):
+    # at most this many per write job, at least every this many seconds, and before any
+    # search (which therefore finds every message acknowledged before it).
+    index_chunk = 500
+    index_interval = 0.25
 
     def __init__(self, path: Path, power_safe: bool = False,
                  checkpoint_interval: float = 1.0) -> None:
@@ -104,6 +115,9 @@ class SqliteStore(BatchingStore):
         self._rconn: sqlite3.Connection | None = None
         self._cconn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._indexer: asyncio.Task[None] | None = None
+        self._newest_message = 0  # the highest seq of a committed message
+        self._indexed_through = 0  # every message up to this seq is in the search index
         self._changes_at_begin = 0
         # Set by the checkpointer when PASSIVE checkpoints cannot keep up (a steady stream
         # of commits never leaves the WAL fully copied, so it is never restarted and grows
@@ -120,8 +134,31 @@ class SqliteStore(BatchingStore):
         self._wconn.execute("PRAGMA wal_autocheckpoint=0")
         self._rconn = _connect(self.path, self.power_safe)
         self._cconn = _connect(self.path, self.power_safe)
+        self._indexed_through = self._wconn.execute("SELECT seq FROM search_index").fetchone()[0]
+        self._newest_message = self._wconn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
         self._start_writer()
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpoint")
+        self._indexer = asyncio.create_task(self._index_loop(), name="search-indexer")
+
+    async def _index_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.index_interval)
+            try:
+                await self.catch_up_search()
+            except Exception:
+                log.exception("indexing new messages for search failed")
+
+    async def catch_up_search(self) -> None:
+        """Index the messages committed so far that the search index lacks, a chunk per
+        write job (other writes run between them). Should the disk be full, searches go on
+        with the index as it is (`health` tells; the indexer tries again)."""
+        while self._newest_message > self._indexed_through:
+            try:
+                through = await self.write(lambda tx: tx.index_messages(self.index_chunk))
+            except StoreError:
+                return
+            self._indexed_through = max(self._indexed_through, through)
 
     async def _checkpoint_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -167,6 +204,9 @@ class SqliteStore(BatchingStore):
 
     async def close(self) -> None:
         """Drain the queue, stop the writer, checkpoint, close."""
+        if self._indexer is not None:  # what it has not indexed, the next open will
+            self._indexer.cancel()
+            await asyncio.gather(self._indexer, return_exceptions=True)
         await self._stop_writer()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
@@ -224,6 +264,7 @@ class SqliteStore(BatchingStore):
     async def _commit(self, wakeups: Wakeups) -> None:
         assert self._wconn is not None
         await self._commit_now()
+        self._newest_message = max(self._newest_message, wakeups.newest_message)
         if self._wconn.total_changes != self._changes_at_begin:  # it wrote, so there is room
             self.health.disk_ok("database")
 

@@ -16,6 +16,8 @@ import pexpect
 import pytest
 
 from client import MessengerClient
+from client.repl_books import IdBook
+from methods.rules import new_id
 from tests.support import ROOT, ServerProcess, unique_name
 
 
@@ -102,7 +104,7 @@ def test_repl_session_runs_every_command(server: ServerProcess, tmp_path: Path,
     term = terminals(url, me)
     # The general chat's history, then the unread backlog (without repeating the history).
     short = term.expect(re.escape(f"#general {bob.name}: hello general") + r"  \((\S+)\)")[1]
-    assert hello["message_id"].startswith(short)
+    assert short.startswith("m_") and hello["message_id"].endswith(short[2:])
     term.see("— 1 new event while you were away —")  # the label comes first
     term.see(f"@{bob.name} {bob.name}: backlog dm")
     term.see("#general>")
@@ -278,3 +280,21 @@ def test_repl_wrong_password_is_one_line(server: ServerProcess,
         assert "Traceback" not in term.transcript.getvalue()
     finally:
         term.close()
+
+
+def test_ids_sort_by_creation_and_the_repl_tells_ids_made_together_apart() -> None:
+    """Ids start with the millisecond they were made in (so a batch of sends writes one
+    index page, not one per message); the REPL's short form keeps their random end."""
+    made = []
+    for _ in range(3):
+        made.append(new_id("m"))
+        time.sleep(0.002)
+    assert made == sorted(made) and len(set(made)) == 3
+    together = [new_id("m") for _ in range(200)]
+    book = IdBook()
+    shown = [book.short(i) for i in together]
+    assert all(s.startswith("m_") and len(s) == 8 for s in shown)
+    assert len(set(shown)) == len(together)
+    assert [book.resolve(s) for s in shown] == together
+    assert book.resolve(together[7][:20]) == together[7]  # a prefix still works
+    assert book.short("general") == "general"

@@ -236,6 +236,7 @@ async def test_edit_keeps_expiry_and_reindexes_search(store: Store) -> None:
     assert got is not None and got.text == "Banana, cherry!" and got.edited_at == 123.0
 
     async def find(*words: str) -> list[str]:
+        await store.catch_up_search()
         rows = await store.read(lambda tx: tx.search_messages(
             a.user_id, list(words), None, None, 10, time.time()))
         return [r.message_id for r in rows]
@@ -269,6 +270,7 @@ async def test_search_is_members_only_newest_first_paged_and_any_script(store: S
 
     async def find(user: User, query: list[str], chat_id: str | None = None,
                    before: int | None = None, limit: int = 10) -> list[str]:
+        await store.catch_up_search()
         rows = await store.read(lambda tx: tx.search_messages(
             user.user_id, query, chat_id, before, limit, time.time()))
         return [r.text or "" for r in rows]
@@ -353,6 +355,7 @@ async def test_search_walks_past_many_matches_the_user_may_not_see(store: Store)
                 MessageId(f"m_hidden{i}"), hidden.chat_id, hidden.author, hidden.author_id,
                 hidden.text, "[]", None, now, now + 3600, 0), b"{}")
     await store.write(setup)
+    await store.catch_up_search()
     rows = await store.read(lambda tx: tx.search_messages(
         b.user_id, ["common"], None, None, 5, time.time()))
     assert [r.text for r in rows] == ["common visible"]
