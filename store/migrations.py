@@ -296,6 +296,12 @@ MIGRATIONS: list[str | dict[str, str]] = [
         """,
         "postgres": "",
     },
+    # 10: a chat's events (most of them: every message) have no user_id; they no longer go
+    # into the index of events addressed to one user (one B-tree fewer written per send).
+    """
+    DROP INDEX events_user;
+    CREATE INDEX events_user ON events (user_id, seq) WHERE user_id IS NOT NULL;
+    """,
 ]
 
 

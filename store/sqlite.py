@@ -153,7 +153,8 @@ class SqliteStore(BatchingStore):
         """Index the messages committed so far that the search index lacks, a chunk per
         write job (other writes run between them). Should the disk be full, searches go on
         with the index as it is (`health` tells; the indexer tries again)."""
-        while self._newest_message > self._indexed_through:
+        target = self._newest_message  # not what is sent meanwhile: a search would chase it
+        while target > self._indexed_through:
             try:
                 through = await self.write(lambda tx: tx.index_messages(self.index_chunk))
             except StoreError:
