@@ -41,7 +41,7 @@ class IdBook:
     """Ids seen in this session, shown short and resolved back from the short form or any
     unique prefix.
 
-    Server ids start with their kind and the time they were made (`m_0mx58nj1...` for a
+    Server ids start with their kind and the time they were made (`m_1a233b0805...` for a
     message), so the short form keeps the kind and the id's last characters, which differ
     between ids made together."""
 

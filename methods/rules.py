@@ -13,23 +13,16 @@ from store.models import GENERAL_CHAT, Chat, ChatId, StoredMessage, User, UserId
 from store.sql import SqlTx
 
 
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"  # in the same order for any collation
-
-
 def new_id(prefix: str) -> str:
     """An opaque, unguessable id (96 random bits) that sorts by creation time.
 
-    It starts with the millisecond it was made in, 9 base-36 digits, so the ids of rows
-    written together sit together in an index: a batch of sends dirties one page of each
-    index on message ids, instead of one random page per message (which the database then
-    writes again on every commit: in SQLite's log, about half of what a send wrote).
+    It starts with the millisecond it was made in, 11 hex digits (in the same order under
+    any collation), so the ids of rows written together sit together in an index: a batch
+    of sends dirties one page of each index on message ids, instead of one random page per
+    message (which the database then writes again on every commit: in SQLite's log, about
+    half of what a send wrote).
     """
-    ms = time.time_ns() // 1_000_000
-    digits = [""] * 9
-    for i in range(8, -1, -1):
-        ms, digit = divmod(ms, 36)
-        digits[i] = _BASE36[digit]
-    return f"{prefix}_{''.join(digits)}{secrets.token_urlsafe(12)}"
+    return f"{prefix}_{time.time_ns() // 1_000_000:011x}{secrets.token_urlsafe(12)}"
 
 
 # -- accounts ---------------------------------------------------------------------------
