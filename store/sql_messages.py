@@ -267,10 +267,12 @@ class MessagesSql(EventsSql):
         return int(r[0]) if r else 0
 
     async def index_messages(self, limit: int) -> int:
-        """SQLite: add up to `limit` of the messages not yet in the search index to it, in
-        one statement (FTS5 writes one index segment per statement, and merges them later:
-        one per message sent cost more than the rest of a send's writes together). Returns
-        a seq up to which every stored message is now indexed."""
+        """SQLite: add up to `limit` of the messages not yet in the search index to it, all
+        in one go. (FTS5 holds what it is given in memory until the transaction ends or a
+        later statement opens a savepoint, as an INSERT ... RETURNING does, and then writes
+        an index segment, to be merged later: indexed with each send, that cost more than
+        the rest of the send's writes together.) Returns a seq up to which every stored
+        message is now indexed."""
         through = await self._indexed_through()
         rows = await self.db.fetchall(
             "SELECT seq, text FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", through, limit)

@@ -142,12 +142,16 @@ class SqliteStore(BatchingStore):
         self._indexer = asyncio.create_task(self._index_loop(), name="search-indexer")
 
     async def _index_loop(self) -> None:
+        pause = self.index_interval
         while True:
-            await asyncio.sleep(self.index_interval)
+            await asyncio.sleep(pause)
             try:
                 await self.catch_up_search()
-            except Exception:
+            except Exception:  # a bug: searches still work, on the index as it was
                 log.exception("indexing new messages for search failed")
+                pause = min(pause * 2, 60.0)
+            else:
+                pause = self.index_interval
 
     async def catch_up_search(self) -> None:
         """Index the messages committed so far that the search index lacks, a chunk per
