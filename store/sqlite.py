@@ -116,6 +116,7 @@ class SqliteStore(BatchingStore):
         self._cconn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._indexer: asyncio.Task[None] | None = None
+        self._indexing: asyncio.Task[None] | None = None  # the index job under way, if any
         self._newest_message = 0  # the highest seq of a committed message
         self._indexed_through = 0  # every message up to this seq is in the search index
         self._changes_at_begin = 0
@@ -155,15 +156,27 @@ class SqliteStore(BatchingStore):
 
     async def catch_up_search(self) -> None:
         """Index the messages committed so far that the search index lacks, a chunk per
-        write job (other writes run between them). Should the disk be full, searches go on
-        with the index as it is (`health` tells; the indexer tries again)."""
+        write job (other writes run between them). Searches and the indexer at the same
+        time share each job: however many searches come in, one job at a time is queued.
+        Should the disk be full, searches go on with the index as it is (`health` tells;
+        the indexer tries again)."""
         target = self._newest_message  # not what is sent meanwhile: a search would chase it
         while target > self._indexed_through:
+            if self._indexing is None:
+                self._indexing = asyncio.create_task(self._index_chunk())
+                self._indexing.add_done_callback(
+                    lambda task: task.cancelled() or task.exception())  # seen, if unwaited
             try:
-                through = await self.write(lambda tx: tx.index_messages(self.index_chunk))
+                await asyncio.shield(self._indexing)
             except StoreError:
                 return
+
+    async def _index_chunk(self) -> None:
+        try:
+            through = await self.write(lambda tx: tx.index_messages(self.index_chunk))
             self._indexed_through = max(self._indexed_through, through)
+        finally:
+            self._indexing = None
 
     async def _checkpoint_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -426,3 +426,30 @@ async def test_a_database_of_an_earlier_release_keeps_its_general_chat(tmp_path:
     versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
     conn.close()
     assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_concurrent_searches_share_each_search_index_job(tmp_path: Path) -> None:
+    """SQLite indexes new messages apart from their sends; searches arriving together while
+    some are unindexed wait for one shared index job at a time, so a flood of searches
+    cannot fill the write queue with index jobs."""
+    store = SqliteStore(tmp_path / "m.db")
+    store.index_interval = 3600  # only the searches below catch the index up
+    store.index_chunk = 10
+    await store.open()
+    try:
+        a = await make_user(store, "ix1")
+        for i in range(25):
+            await send(store, GENERAL_CHAT, a, f"shared{i}")
+        catch_ups = [asyncio.ensure_future(store.catch_up_search()) for _ in range(20)]
+        most_queued = 0
+        for _ in range(4):  # they start, the shared job is queued, the writer takes it
+            await asyncio.sleep(0)
+            most_queued = max(most_queued, len(store._queue))
+        assert most_queued == 1  # one index job for all twenty
+        await asyncio.gather(*catch_ups)
+        rows = await store.read(lambda tx: tx.search_messages(
+            a.user_id, ["shared24"], None, None, 10, time.time()))
+        assert [r.text for r in rows] == ["shared24"]
+        assert store._indexing is None
+    finally:
+        await store.close()
