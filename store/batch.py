@@ -255,11 +255,21 @@ class BatchingStore(ABC):
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-            await self._run_with_retry(batch)
+            await self._run_with_retry()
 
-    async def _run_with_retry(self, batch: list[Job]) -> None:
-        """Run a batch; once more if its connection died before it could commit."""
+    def _take(self, batch: list[Job]) -> None:
+        """Move the queued jobs (up to MAX_BATCH) into `batch`, if it has none yet."""
+        if not batch:
+            batch.extend(self._queue.popleft()
+                         for _ in range(min(len(self._queue), MAX_BATCH)))
+
+    async def _run_with_retry(self) -> None:
+        """Run a batch; once more if its connection died before it could commit.
+
+        The batch is what is queued once the transaction has begun: while `_begin` waits
+        (for another process's batch to release the write lock), jobs keep joining it.
+        """
+        batch: list[Job] = []
         careful = False
         attempt = 0
         while True:
@@ -271,6 +281,7 @@ class BatchingStore(ABC):
                 continue
             except Exception as exc:  # the database itself failed: fail the whole batch
                 retryable = self._retryable(exc)
+                self._take(batch)  # `_begin` failed: the jobs waiting now get the error
                 if attempt == 0 and retryable:
                     log.info("write batch of %d lost its connection; running it again",
                              len(batch))
@@ -295,6 +306,7 @@ class BatchingStore(ABC):
         wakeups = Wakeups()
         db = await self._begin()
         try:
+            self._take(batch)
             memos: dict[int, dict[tuple[object, ...], Any]] = {}
             if not careful and db.dialect == "postgres":
                 # Sends first (any order of one batch's jobs is an order they could have

@@ -4,7 +4,8 @@ Ordering: every write transaction first takes one transaction-scoped advisory lo
 write batches from all processes commit one after another and event seqs are handed out
 in commit order. A reader therefore never sees seq N+1 committed while N may still
 commit: there are no gaps to skip over, and a cursor means the same on every process.
-Group commit keeps this cheap: one transaction carries every queued write of a process.
+Group commit keeps this cheap: one transaction carries every queued write of a process,
+and a process waiting for the lock takes the jobs queued meanwhile into that batch.
 
 Wakeups: the committing transaction sends NOTIFY with whom it concerns; every process
 LISTENs and wakes its own parked polls. Nothing polls the database in a loop.

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import asyncpg
 import pytest
 
 from store.base import Store
 from store import sql_messages
 from store.models import GENERAL_CHAT, Chat, ChatId, Scheduled, ScheduledId, StoredMessage
 from store.models import FileId, MessageId, User
+from store.pg_db import WRITE_LOCK
 from store.postgres import PostgresStore
 from methods.rules import register_user
 from store.sql import SqlTx
@@ -131,6 +133,33 @@ async def test_concurrent_writes_get_increasing_unique_seqs(store: Store) -> Non
     assert len(set(seqs)) == 50
     events = await store.read(lambda tx: tx.read_events(a.user_id, 0, 100, time.time()))
     assert [e.seq for e in events] == sorted(seqs)
+
+
+async def test_writes_queued_while_another_process_writes_join_the_next_batch(
+        pg_url: str) -> None:
+    """While one process waits for another's batch to release the write lock, the writes
+    it receives meanwhile join the batch it is about to run: one transaction, not two."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    other = await asyncpg.connect(pg_url)
+    try:
+        async def txid(tx: SqlTx) -> int:
+            row = await tx.db.fetchone("SELECT txid_current()")
+            assert row is not None
+            return int(row[0])
+
+        await other.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        first = asyncio.ensure_future(store.write(txid))
+        await asyncio.sleep(0.3)  # its batch has begun, and waits for the lock
+        assert not first.done()
+        later = [asyncio.ensure_future(store.write(txid)) for _ in range(9)]
+        await asyncio.sleep(0.1)
+        await other.execute("COMMIT")
+        ids = await asyncio.gather(first, *later)
+        assert len(set(ids)) == 1, ids
+    finally:
+        await other.close()
+        await store.close()
 
 
 async def test_read_marker_only_moves_forward(store: Store) -> None:
