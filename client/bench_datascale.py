@@ -4,8 +4,10 @@ One writer fills a group chat with messages that one reader never reads; at each
 (1,000 and then 100,000 messages by default, in the same run) the reader times
 `session.status`, a backlog poll (no cursor: everything unacknowledged), the newest page of
 `messages.history` and, where the server has it, `messages.search` for a word that every
-message contains. Meanwhile a pinger fetches `/openrpc.json` every 10 ms: its worst wait
-is the longest the event loop was stalled for everybody else.
+message contains; the writer times 8 sends made at once (each with its `client_msg_id`, as
+the client library sends them, and so do the fillers; sends made at once may share one write
+batch). Meanwhile a pinger fetches `/openrpc.json` every 10 ms: its worst wait is the longest
+the event loop was stalled for everybody else.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from client.api import new_client_msg_id
 from client.bench_common import PASSWORD
 
 BATCH = 100  # sends per JSON-RPC batch while seeding (the server's default --max-batch)
 REPEAT = 15  # timed calls per request kind and size
+SENDS_AT_ONCE = 8  # concurrent sends in one timed "send"
 
 
 @dataclass
@@ -138,7 +142,8 @@ async def datascale(http: aiohttp.ClientSession, url: str, tag: str, target: str
                 n = min(BATCH, size - stored)
                 seed_errors += await writer.batch([
                     ("messages.send", {"chat_id": chat_id,
-                                       "text": f"datascale filler number {stored + i} here"})
+                                       "text": f"datascale filler number {stored + i} here",
+                                       "client_msg_id": f"{tag}-{stored + i}"[-64:]})
                     for i in range(n)])
                 stored += n
             row[f"seed_{size}_s"] = round(time.perf_counter() - t0, 1)
@@ -153,13 +158,17 @@ async def datascale(http: aiohttp.ClientSession, url: str, tag: str, target: str
             if has_search:
                 timings["search"] = await _timed(lambda: reader.call(
                     "messages.search", {"query": "filler", "chat_id": chat_id, "limit": 20}))
+            timings["send"] = await _timed(lambda: asyncio.gather(*[
+                writer.call("messages.send", {"chat_id": chat_id, "text": "timed send",
+                                              "client_msg_id": new_client_msg_id()})
+                for _ in range(SENDS_AT_ONCE)]))
             for kind, seconds in timings.items():
                 row[f"{kind}_{size}_ms"] = round(seconds * 1000, 2)
             row[f"stall_{size}_ms"] = round(pinger.worst * 1000, 1)
     finally:
         await pinger.stop()
     small, large = sizes[0], sizes[-1]
-    for kind in ("status", "backlog_poll", "history", "search"):
+    for kind in ("status", "backlog_poll", "history", "search", "send"):
         a, b = row.get(f"{kind}_{small}_ms"), row.get(f"{kind}_{large}_ms")
         if a and b is not None:
             row[f"{kind}_ratio"] = round(b / a, 2)

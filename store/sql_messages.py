@@ -108,8 +108,10 @@ class MessagesSql(EventsSql):
             " JOIN users u ON u.user_id = q.author_id"
             " LEFT JOIN chats c ON c.chat_id = q.chat_id"
             " LEFT JOIN members mb ON mb.chat_id = c.chat_id AND mb.user_id = u.user_id"
-            " LEFT JOIN messages cm"
-            " ON cm.author_id = u.user_id AND cm.client_msg_id = q.client_key",
+            # LATERAL: as a plain join, PostgreSQL's plan looked the retry key up by author
+            # alone and filtered, walking every message of the author on each send.
+            f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages"
+            " WHERE author_id = q.author_id AND client_msg_id = q.client_key) cm ON true",
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
         found = {int(r[0]): r for r in rows}
         seqs = iter(sorted(int(r[-1]) for r in rows))  # seqs in the order of the sends

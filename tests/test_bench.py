@@ -40,7 +40,7 @@ def test_datascale_measures_both_sizes_and_the_stall() -> None:
     rows = run_bench("--spawn", "datascale", "--datascale-sizes", "50", "300")
     (row,) = rows
     assert row["scenario"] == "datascale" and row["seed_errors"] == 0
-    for kind in ("status", "backlog_poll", "history"):
+    for kind in ("status", "backlog_poll", "history", "send"):
         assert float(str(row[f"{kind}_50_ms"])) > 0 and f"{kind}_ratio" in row
     assert float(str(row["worst_stall_ms"])) > 0
 

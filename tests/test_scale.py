@@ -97,6 +97,26 @@ async def test_batched_sends_match_one_by_one_rules(store: Store) -> None:
     assert [e.seq for e in events] == sorted(e.seq for e in events)
 
 
+async def test_batched_sends_find_retry_keys_committed_before(store: Store) -> None:
+    a, b = [await make_user(store, n) for n in ("ra", "rb")]
+    chat_id = await group(store, a, b)
+    first = await store.write(send_job(a, chat_id, "first", "kr"),
+                              prefetch=(a.user_id, chat_id, "kr"))
+    for i in range(30):  # more of a's messages with other keys, and b's with the same
+        await store.write(send_job(a, chat_id, f"other{i}", f"ko{i}"),
+                          prefetch=(a.user_id, chat_id, f"ko{i}"))
+    await store.write(send_job(b, chat_id, "b's", "kr"), prefetch=(b.user_id, chat_id, "kr"))
+    again = await asyncio.gather(
+        store.write(send_job(a, chat_id, "retry", "kr"), prefetch=(a.user_id, chat_id, "kr")),
+        store.write(send_job(a, chat_id, "new", "kn"), prefetch=(a.user_id, chat_id, "kn")),
+        store.write(send_job(b, chat_id, "retry of b", "kr"),
+                    prefetch=(b.user_id, chat_id, "kr")))
+    assert isinstance(first, StoredMessage) and isinstance(again[0], StoredMessage)
+    assert (again[0].message_id, again[0].text) == (first.message_id, "first")
+    assert isinstance(again[1], StoredMessage) and again[1].text == "new"
+    assert isinstance(again[2], StoredMessage) and again[2].text == "b's"
+
+
 async def test_a_failing_send_leaves_nothing_and_others_commit(store: Store) -> None:
     a = await make_user(store, "fa")
     chat_id = await group(store, a)
