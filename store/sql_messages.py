@@ -54,11 +54,19 @@ _SEND_COLS = (f"{msg_cols('u', USER_COLS)}, {msg_cols('c', CHAT_COLS)},"
               " mb.user_id IS NOT NULL AND mb.left_seq IS NULL, "
               f"{msg_cols('cm', MSG_COLS)}")
 
-_DEFERRED_MESSAGE = (
-    "WITH e AS (INSERT INTO events (seq, chat_id, type, body, message_id, expires_at)"
-    " VALUES (?, ?, 'message', ?, ?, ?))"
+# A batch's deferred messages and their events in one statement (PostgreSQL): one array
+# per column, each message a row of `DeferredSends.messages` in the order of `_DEFERRED`.
+_DEFERRED = ("seq", "chat_id", "body", "message_id", "expires_at", "author", "author_id",
+             "text", "attachments", "comment_to", "sent_at", "edited_at", "client_msg_id",
+             "words")
+_DEFERRED_MESSAGES = (
+    "WITH d AS (SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[],"
+    " ?::float8[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::float8[],"
+    f" ?::float8[], ?::text[], ?::text[]) AS d({', '.join(_DEFERRED)})),"
+    " e AS (INSERT INTO events (seq, chat_id, type, body, message_id, expires_at)"
+    " SELECT seq, chat_id, 'message', body, message_id, expires_at FROM d)"
     f" INSERT INTO messages ({MSG_COLS}, client_msg_id, search_words)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    f" SELECT {MSG_COLS}, client_msg_id, words FROM d")
 
 _INDEX_WORDS = "INSERT INTO messages_fts (rowid, words) VALUES (?, ?)"
 
@@ -133,9 +141,10 @@ class MessagesSql(EventsSql):
         self._deferred = deferred
 
     async def flush_sends(self, deferred: "DeferredSends") -> None:
-        """Write the messages (and file links) that sends deferred: one round trip each."""
+        """Write the messages (and file links) that sends deferred: one round trip each
+        (the messages with their events in one statement, not one per message)."""
         if deferred.messages:
-            await self.db.executemany(_DEFERRED_MESSAGE, deferred.messages)
+            await self.db.execute(_DEFERRED_MESSAGES, *map(list, zip(*deferred.messages)))
             deferred.messages = []
         if deferred.files:
             await self.db.executemany(ATTACH_FILE, deferred.files)
@@ -165,11 +174,10 @@ class MessagesSql(EventsSql):
         words = search_words(m.text)
         seq_ahead = self._memo.pop(("seq",), None)
         if self._deferred is not None and seq_ahead is not None:
-            self._deferred.messages.append((
+            self._deferred.messages.append((  # in the order of `_DEFERRED`
                 seq_ahead, m.chat_id, event_body.decode(), m.message_id, m.expires_at,
-                m.message_id, m.chat_id, m.author, m.author_id, m.text, m.attachments,
-                m.comment_to, m.sent_at, m.expires_at, seq_ahead, m.edited_at, client_msg_id,
-                words))
+                m.author, m.author_id, m.text, m.attachments, m.comment_to, m.sent_at,
+                m.edited_at, client_msg_id, words))
             self._chat_event_added(m.chat_id)
             return StoredMessage(m.message_id, m.chat_id, m.author, m.author_id, m.text,
                                  m.attachments, m.comment_to, m.sent_at, m.expires_at,
