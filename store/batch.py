@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from store.base import Health, Notifier, StoreError, T, TxFn
 from store.models import EventRecord, Session, UserId
-from store.sql import Db, DeferredSends, Row, SendKey, SqlTx, Wakeups
+from store.sql import Db, DeferredSends, Row, SendKey, SqlTx, Wakeups, XactInfo
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class BatchingStore(ABC):
     @abstractmethod
     async def read(self, fn: TxFn[T]) -> T:
         """Run `fn` against the latest committed state."""
+
+    def _learned(self, xact: XactInfo) -> None:
+        """The open batch's transaction, as a query of the batch fetched it along."""
 
     def _failure(self, exc: BaseException) -> BaseException:
         """A driver's exception as the store error callers get (noting it in `health`)."""
@@ -319,7 +322,9 @@ class BatchingStore(ABC):
                         fetched = await SqlTx(db).prefetch_sends(keys)
                     except Exception as exc:  # the careful run fetches nothing ahead
                         raise _NeedsSavepoints() from exc
-                    memos = dict(enumerate(fetched))
+                    memos = dict(enumerate(fetched.memos))
+                    if fetched.xact is not None:
+                        self._learned(fetched.xact)
             stale = False  # a job wrote what the prefetched answers may depend on
             sent: set[tuple[object, ...]] = set()
             deferred = DeferredSends()  # the sends' messages, written before anything else

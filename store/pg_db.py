@@ -69,6 +69,11 @@ def reason_of(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
+def sql_literal(text: str) -> str:
+    """`text` as an SQL string literal, whatever `standard_conforming_strings` says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def safe_url(url: str) -> str:
     """The database URL without its password (for the log)."""
     parts = urlsplit(url)

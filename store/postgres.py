@@ -37,9 +37,9 @@ from store.pg_db import (
     BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
     READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
     WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
-    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url,
+    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url, sql_literal,
 )
-from store.sql import Db, SqlTx, Wakeups
+from store.sql import Db, SqlTx, Wakeups, XactInfo
 
 log = logging.getLogger(__name__)
 
@@ -353,10 +353,22 @@ class PostgresStore(BatchingStore):
     async def _rollback_to(self) -> None:
         await self._wconn.execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
 
+    def _learned(self, xact: XactInfo) -> None:
+        self._xid = xact.xid
+        self._queue_usage(xact.notify_queue)
+
     async def _commit(self, wakeups: Wakeups) -> None:
-        # The transaction id tells, should the connection die during COMMIT, whether the
-        # batch committed; it comes with the NOTIFY (one round trip).
         payloads = encode_wakeups(self.origin, wakeups)
+        if self._xid is not None:
+            # The transaction id (should the connection die during COMMIT, it tells whether
+            # the batch committed) and the NOTIFY queue's usage came with the batch's sends:
+            # NOTIFY and COMMIT go in one round trip.
+            notify = "" if self._notify_full else "".join(
+                f"SELECT pg_notify('{CHANNEL}', {sql_literal(payload)}); "
+                for payload in payloads)
+            await self._finish(notify + "COMMIT")
+            return
+        # Otherwise the transaction id comes with the NOTIFY (or alone): one round trip.
         if payloads:
             await self._notify(payloads[0])
             for more in payloads[1:]:
@@ -364,20 +376,26 @@ class PostgresStore(BatchingStore):
                     await self._wconn.execute("SELECT pg_notify($1, $2)", CHANNEL, more)
         else:
             self._xid = await self._wconn.fetchval("SELECT txid_current()")
+        await self._finish("COMMIT")
+
+    async def _finish(self, query: str) -> None:
+        """Run `query`, ending in COMMIT; on success or a lost connection the transaction
+        is over (found committed or raised NotCommitted), otherwise `_rollback` ends it."""
         try:
-            if await self._wconn.execute("COMMIT") != "COMMIT":  # it had failed: nothing
+            if await self._wconn.execute(query) != "COMMIT":  # it had failed: nothing
                 raise NotCommitted()
         except NotCommitted:
             self._tx = None
             raise
         except Exception as exc:
-            self._tx = None
             if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
                 # "too many notifications in the NOTIFY queue": rolled back; the next try
                 # sees the queue usage and commits without NOTIFY.
+                self._tx = None
                 raise NotCommitted() from exc
             if not is_lost(exc):
-                raise
+                raise  # e.g. a NOTIFY failed: the transaction is open, `_rollback` ends it
+            self._tx = None
             self._drop_writer()
             if not await self._committed(self._xid, exc):
                 raise NotCommitted() from exc
@@ -387,16 +405,21 @@ class PostgresStore(BatchingStore):
         self.health.disk_ok("database")
 
     async def _notify(self, payload: str) -> None:
-        """NOTIFY the other processes, unless a stalled listener has nearly filled the queue.
-
-        A full queue would make COMMIT itself fail; a skipped NOTIFY only delays the other
-        processes' polls (they answer at their timeout).
-        """
+        """NOTIFY the other processes, unless a stalled listener has nearly filled the queue
+        (see `_queue_usage`); also learns the transaction id."""
         # Delivered to listeners only if, and when, the transaction commits.
         self._xid, usage = await self._wconn.fetchrow(
             "SELECT txid_current(), u FROM pg_notification_queue_usage() AS u,"
             " LATERAL (SELECT CASE WHEN u < $3 THEN pg_notify($1, $2) END) AS sent",
             CHANNEL, payload, NOTIFY_FULL)
+        self._queue_usage(usage)
+
+    def _queue_usage(self, usage: float) -> None:
+        """Note how full the NOTIFY queue is: past NOTIFY_FULL commits skip NOTIFY.
+
+        A full queue would make COMMIT itself fail; a skipped NOTIFY only delays the other
+        processes' polls (they answer at their timeout).
+        """
         full = usage >= NOTIFY_FULL
         if full != self._notify_full:
             self._notify_full = full

@@ -6,7 +6,7 @@ scheduled messages); what the areas share lives in `store.sql_base`.
 from __future__ import annotations
 
 from store.sql_base import (
-    FILE_IN_DATABASE, Db, DeferredSends, Row, SendKey, Wakeups, username_key,
+    FILE_IN_DATABASE, Db, DeferredSends, Row, SendKey, Wakeups, XactInfo, username_key,
 )
 from store.sql_chats import ChatsSql
 from store.sql_events import EventsSql
@@ -16,7 +16,7 @@ from store.sql_scheduled import ScheduledSql
 from store.sql_users import UsersSql
 
 __all__ = ["FILE_IN_DATABASE", "Db", "DeferredSends", "Row", "SendKey", "SqlTx", "Wakeups",
-           "username_key"]
+           "XactInfo", "username_key"]
 
 
 class SqlTx(UsersSql, ChatsSql, MessagesSql, FilesSql, ScheduledSql, EventsSql):

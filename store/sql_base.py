@@ -2,6 +2,7 @@
 wakeups and the base of the unit of work."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from store.models import (
@@ -109,6 +110,24 @@ SendKey = tuple[UserId, "str | None", "str | None"]  # author, chat_id, client_m
 
 ATTACH_FILE = ("INSERT INTO message_files (message_id, file_id, chat_id) VALUES (?, ?, ?)"
                " ON CONFLICT DO NOTHING")
+
+
+@dataclass(frozen=True)
+class XactInfo:
+    """A PostgreSQL write transaction's id and the NOTIFY queue's usage (0..1), fetched
+    along with other answers: its commit then needs no round trip of its own to learn them."""
+
+    xid: int
+    notify_queue: float
+
+
+@dataclass(frozen=True)
+class PrefetchedSends:
+    """What `prefetch_sends` fetched: each send's answers, and the transaction's `XactInfo`
+    (None when no send's author exists)."""
+
+    memos: list[dict[tuple[object, ...], Any]]
+    xact: XactInfo | None
 
 
 class DeferredSends:

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from store.models import MAX_SEQ, StoredMessage, UserId
 from store.sql_base import (
-    ATTACH_FILE, CHAT_COLS, MSG_COLS, USER_COLS, DeferredSends, Row, SendKey, chat_from,
-    message_from, user_from,
+    ATTACH_FILE, CHAT_COLS, MSG_COLS, USER_COLS, DeferredSends, PrefetchedSends, Row, SendKey,
+    XactInfo, chat_from, message_from, user_from,
 )
 from store.sql_events import EventsSql
 
@@ -106,11 +106,13 @@ class MessagesSql(EventsSql):
             " WHERE u.user_id = ?", chat_id, client_msg_id, author_id)
         self._memo.update(_send_memo(r, author_id, chat_id, client_msg_id))
 
-    async def prefetch_sends(self, keys: Sequence[SendKey]) -> list[dict[tuple[object, ...], Any]]:
+    async def prefetch_sends(self, keys: Sequence[SendKey]) -> PrefetchedSends:
         """`prefetch_send` of a batch's sends in one query (PostgreSQL), for `preload`;
-        with a seq taken for each send's event (in the order of `keys`)."""
+        with a seq taken for each send's event (in the order of `keys`), and what the
+        transaction's commit needs to know (its id, the NOTIFY queue's usage)."""
         rows = await self.db.fetchall(
-            f"SELECT q.i, {_SEND_COLS}, nextval('events_seq_seq')"
+            f"SELECT q.i, {_SEND_COLS}, txid_current(), pg_notification_queue_usage(),"
+            " nextval('events_seq_seq')"
             " FROM unnest(?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY"
             " AS q(author_id, chat_id, client_key, i)"
             " JOIN users u ON u.user_id = q.author_id"
@@ -121,7 +123,7 @@ class MessagesSql(EventsSql):
             f" LEFT JOIN LATERAL (SELECT {MSG_COLS} FROM messages"
             " WHERE author_id = q.author_id AND client_msg_id = q.client_key) cm ON true",
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-        found = {int(r[0]): r for r in rows}
+        found = {int(r[0]): r[:-3] for r in rows}
         seqs = iter(sorted(int(r[-1]) for r in rows))  # seqs in the order of the sends
         memos = []
         for i, key in enumerate(keys, start=1):
@@ -129,7 +131,8 @@ class MessagesSql(EventsSql):
             if i in found:
                 memo[("seq",)] = next(seqs)
             memos.append(memo)
-        return memos
+        xact = XactInfo(int(rows[0][-3]), float(rows[0][-2])) if rows else None
+        return PrefetchedSends(memos, xact)
 
     def preload(self, memo: dict[tuple[object, ...], Any],
                 deferred: "DeferredSends | None" = None) -> None:

@@ -32,6 +32,21 @@ async def test_message_through_one_process_wakes_polls_on_the_other(
     body = await parked
     assert time.monotonic() - sent < 0.1
     assert [e["message"]["text"] for e in body["events"]] == ["across processes"]
+    # Sends made at once share a write batch, which sends NOTIFY with its COMMIT.
+    parked = asyncio.create_task(bob.poll(body["cursor"], timeout=10))
+    await asyncio.sleep(0.3)
+    texts = [f"at once {i} 'quoted' \\ {'é' * i}" for i in range(8)]
+    await asyncio.gather(*[alice.call("messages.send", to=bob.username, text=t)
+                           for t in texts])
+    sent = time.monotonic()
+    body = await parked
+    assert time.monotonic() - sent < 0.5
+    got = [e["message"]["text"] for e in body["events"]]
+    while len(got) < len(texts):
+        body = await bob.poll(body["cursor"], timeout=2)
+        assert body["events"]
+        got += [e["message"]["text"] for e in body["events"]]
+    assert sorted(got) == sorted(texts)
     # Any process serves any request: the token from process one works on process two.
     alice_on_two = Api(http, two.url, alice.token)
     assert (await alice_on_two.call("session.status"))["username"] == alice.username

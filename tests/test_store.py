@@ -13,7 +13,7 @@ from store.base import Store
 from store import sql_messages
 from store.models import GENERAL_CHAT, Chat, ChatId, Scheduled, ScheduledId, StoredMessage
 from store.models import FileId, MessageId, User
-from store.pg_db import WRITE_LOCK
+from store.pg_db import WRITE_LOCK, sql_literal
 from store.postgres import PostgresStore
 from methods.rules import register_user
 from store.sql import SqlTx
@@ -160,6 +160,18 @@ async def test_writes_queued_while_another_process_writes_join_the_next_batch(
     finally:
         await other.close()
         await store.close()
+
+
+async def test_sql_literals_read_back_as_written(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        texts = ["plain", "it's", "back\\slash\\", "\\'; SELECT 1; --", "é✓ 𝄞", ""]
+        for conforming in ("on", "off"):
+            await conn.execute(f"SET standard_conforming_strings = {conforming}")
+            for text in texts:
+                assert await conn.fetchval(f"SELECT {sql_literal(text)}") == text
+    finally:
+        await conn.close()
 
 
 async def test_read_marker_only_moves_forward(store: Store) -> None:
