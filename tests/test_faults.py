@@ -7,6 +7,7 @@ machine's shared one; the disk-full test mounts a 3 MB tmpfs. Both need root (CI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -467,3 +468,104 @@ async def test_full_disk_answers_507_and_recovers(
     assert "Traceback" not in log, log[-3000:]
     assert 1 <= log.count("out of disk space") <= 3, log[-3000:]
     server.stop()
+
+
+class CommitCutter:
+    """A TCP proxy to PostgreSQL that, once armed, passes on the next COMMIT and then cuts
+    that connection before the answer comes back: the COMMIT took effect, the client saw
+    its connection die. It reads the protocol's framing (a connection's first message has
+    no type byte; every later one is a type byte and a length)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.armed = False
+        self.cut = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.proxied: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.proxied.add(task)
+        task.add_done_callback(self.proxied.discard)
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def answers() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await server_r.read(65536):
+                    client_w.write(data)
+                    await client_w.drain()
+            client_w.close()  # the database hung up: so does the proxy
+
+        back = asyncio.create_task(answers())
+        try:
+            length = int.from_bytes(await client_r.readexactly(4), "big")
+            server_w.write(length.to_bytes(4, "big") + await client_r.readexactly(length - 4))
+            while True:
+                head = await client_r.readexactly(5)
+                body = await client_r.readexactly(int.from_bytes(head[1:], "big") - 4)
+                server_w.write(head + body)
+                if self.armed and head[:1] == b"Q" and body.rstrip(b"\0").endswith(b"COMMIT"):
+                    self.armed = False
+                    back.cancel()  # its answer never comes back
+                    await server_w.drain()
+                    await asyncio.sleep(0.3)  # PostgreSQL has committed meanwhile
+                    self.cut.set()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            back.cancel()
+            client_w.close()
+            server_w.close()
+
+    async def close(self) -> None:
+        """Stop accepting, and wait for the proxied connections (their clients closed)."""
+        if self.server is not None:
+            self.server.close()
+        await asyncio.wait_for(asyncio.gather(*self.proxied), 10)
+
+
+async def test_a_batch_whose_connection_died_during_commit_is_found_committed(
+        pg_url: str) -> None:
+    """Both ways a batch commits (NOTIFY with its COMMIT, after the sends' prefetch; or
+    NOTIFY then COMMIT): the connection dies after COMMIT reached the database, and the
+    writes are reported done (`txid_status`), once each, never as failures."""
+    from store.postgres import PostgresStore
+    from tests.test_scale import group, send_job
+    from tests.test_store import make_user
+
+    cutter = CommitCutter(int(pg_url.rsplit(":", 1)[1].split("/")[0]))
+    port = await cutter.start()
+    name = pg_url.rsplit("/", 1)[1]
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/{name}?sslmode=disable")
+    await store.open()
+    try:
+        a, b = [await make_user(store, n) for n in ("ca", "cb")]
+        chat_id = await group(store, a, b)
+        cutter.armed = True  # one write alone: NOTIFY, then COMMIT
+        seq = await store.write(
+            lambda tx: tx.add_user_event(a.user_id, "ban", b'{"type":"ban"}'))
+        assert cutter.cut.is_set()
+        cutter.cut.clear()
+        cutter.armed = True  # sends together: prefetched, NOTIFY with the COMMIT
+        *sent, seq2 = await asyncio.gather(*[
+            store.write(send_job(a, chat_id, f"cut{i}", f"kc{i}"),
+                        prefetch=(a.user_id, chat_id, f"kc{i}")) for i in range(4)],
+            store.write(lambda tx: tx.add_user_event(a.user_id, "ban", b'{"type":"ban2"}')))
+        assert cutter.cut.is_set()
+        events = await store.read(lambda tx: tx.read_events(a.user_id, 0, 100, time.time()))
+        assert [e.seq for e in events if e.body == b'{"type":"ban"}'] == [seq]  # not run twice
+        assert [e.seq for e in events if e.body == b'{"type":"ban2"}'] == [seq2]
+        stored = await store.read(lambda tx: tx.db.fetchall(
+            "SELECT message_id, text FROM messages WHERE text LIKE 'cut%' ORDER BY text"))
+        assert [tuple(r) for r in stored] == [(m.message_id, m.text) for m in sent]
+        assert len(stored) == 4
+    finally:
+        await store.close()
+        await cutter.close()
