@@ -111,8 +111,9 @@ class PostgresStore(BatchingStore):
     @staticmethod
     async def _reset_reader(conn: Any) -> None:
         """Nothing to undo on a reader given back to the pool: reads set no session state,
-        take no session locks and LISTEN on their own connection. (asyncpg's default reset
-        is one more round trip per read; an open transaction is still rolled back.)"""
+        take no session locks and LISTEN on their own connection; a read that needs a
+        setting must use SET LOCAL in its transaction. (asyncpg's default reset is one more
+        round trip per read; an open transaction is still rolled back.)"""
 
     @staticmethod
     def _settings(base: dict[str, str], role: str) -> dict[str, str]:
