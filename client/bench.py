@@ -84,7 +84,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.floor:
             targets.append(spawn_floor())
         if args.spawn:
-            targets.append(spawn_messenger(args.server_arg))
+            first = spawn_messenger(args.server_arg)
+            targets.append(first)
+            for _ in range(args.processes - 1):  # one deployment: users spread over all
+                more = spawn_messenger(args.server_arg)
+                first.more_spawned.append(more)
+                first.more_urls.append(more.url)
+                first.more_pids.extend(more.pids)
     except BaseException:
         for target in targets:  # e.g. the floor started, then the server failed to
             target.stop(args.stop_wait)
@@ -154,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="its PID, to report its CPU and memory (repeat with --server)")
     p.add_argument("--spawn", action="store_true",
                    help="start a fresh messenger-server on a temporary data dir")
+    p.add_argument("--processes", type=int, default=1,
+                   help="--spawn: server processes on one database (needs --store postgres)")
     p.add_argument("--floor", action="store_true",
                    help="also start the bare-aiohttp floor app and compare")
     p.add_argument("--server-arg", action="append", default=[],
@@ -182,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="seconds a started target gets to exit after SIGTERM before SIGKILL "
                         "(the floor keeps parked polls to their timeout)")
     args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error("--processes must be at least 1")
+    if args.processes > 1 and "postgres" not in args.server_arg:
+        p.error("several processes share one database: give --server-arg=--store "
+                "--server-arg=postgres and its --database-url")
     asyncio.run(run(args))
 
 

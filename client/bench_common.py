@@ -27,6 +27,7 @@ class Target:
     # Several processes of one deployment (PostgreSQL): users are spread over them.
     more_urls: list[str] = field(default_factory=list)
     more_pids: list[int] = field(default_factory=list)
+    more_spawned: list["Target"] = field(default_factory=list)  # stopped with this one
 
     @property
     def urls(self) -> list[str]:
@@ -40,6 +41,8 @@ class Target:
 
     def stop(self, wait: float = 10) -> None:
         """Stop a process we started (SIGTERM, then SIGKILL after `wait` seconds)."""
+        for other in self.more_spawned:
+            other.stop(wait)
         if self.proc is not None:
             self.proc.terminate()
             try:

@@ -36,6 +36,19 @@ def test_every_scenario_runs_against_messenger_and_floor() -> None:
     assert "server_cpu_pct" in messenger["send"] and "client_cpu_pct" in messenger["send"]
 
 
+def test_spawned_processes_share_one_postgres_database(pg_url: str) -> None:
+    rows = run_bench("--spawn", "--processes", "2", "--server-arg=--store",
+                     "--server-arg=postgres", f"--server-arg=--database-url={pg_url}",
+                     "send", "fanout")
+    by = {r["scenario"]: r for r in rows}
+    assert by["send"]["acks"] and by["send"]["errors"] == 0
+    assert by["fanout"]["delivered"] == 1.0  # polls on both processes woke
+    refused = subprocess.run([sys.executable, "-m", "client.bench", "--spawn", "--processes",
+                              "2", "send"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "--store" in refused.stderr
+
+
 def test_datascale_measures_both_sizes_and_the_stall() -> None:
     rows = run_bench("--spawn", "datascale", "--datascale-sizes", "50", "300")
     (row,) = rows
