@@ -74,6 +74,25 @@ def sql_literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def notify_statements(payloads: list[str]) -> str:
+    """NOTIFY of each payload, as statements to send ahead of COMMIT in one simple query."""
+    return "".join(f"SELECT pg_notify('{CHANNEL}', {sql_literal(p)}); " for p in payloads)
+
+
+def queue_full(usage: float, was_full: bool) -> bool:
+    """Whether the NOTIFY queue is too full to NOTIFY (`usage` 0..1), saying so when that
+    changes. A full queue would make COMMIT itself fail (a stalled listener fills it); a
+    skipped NOTIFY only delays the other processes' polls (they answer at their timeout)."""
+    full = usage >= NOTIFY_FULL
+    if full != was_full:
+        if full:
+            log.error("the NOTIFY queue is %.0f%% full (a listening process is stalled); "
+                      "commits go on without waking other processes' polls", usage * 100)
+        else:
+            log.warning("the NOTIFY queue has room again; waking other processes resumed")
+    return full
+
+
 def safe_url(url: str) -> str:
     """The database URL without its password (for the log)."""
     parts = urlsplit(url)

@@ -37,7 +37,8 @@ from store.pg_db import (
     BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
     READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
     WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
-    encode_wakeups, is_lost, keep_analyzed, reason_of, safe_url, sql_literal,
+    encode_wakeups, is_lost, keep_analyzed, notify_statements, queue_full, reason_of,
+    safe_url,
 )
 from store.sql import Db, SqlTx, Wakeups, XactInfo
 
@@ -364,9 +365,7 @@ class PostgresStore(BatchingStore):
             # The transaction id (should the connection die during COMMIT, it tells whether
             # the batch committed) and the NOTIFY queue's usage came with the batch's sends:
             # NOTIFY and COMMIT go in one round trip.
-            notify = "" if self._notify_full else "".join(
-                f"SELECT pg_notify('{CHANNEL}', {sql_literal(payload)}); "
-                for payload in payloads)
+            notify = "" if self._notify_full else notify_statements(payloads)
             await self._finish(notify + "COMMIT")
             return
         # Otherwise the transaction id comes with the NOTIFY (or alone): one round trip.
@@ -407,7 +406,7 @@ class PostgresStore(BatchingStore):
 
     async def _notify(self, payload: str) -> None:
         """NOTIFY the other processes, unless a stalled listener has nearly filled the queue
-        (see `_queue_usage`); also learns the transaction id."""
+        (see `queue_full`); also learns the transaction id."""
         # Delivered to listeners only if, and when, the transaction commits.
         self._xid, usage = await self._wconn.fetchrow(
             "SELECT txid_current(), u FROM pg_notification_queue_usage() AS u,"
@@ -416,19 +415,7 @@ class PostgresStore(BatchingStore):
         self._queue_usage(usage)
 
     def _queue_usage(self, usage: float) -> None:
-        """Note how full the NOTIFY queue is: past NOTIFY_FULL commits skip NOTIFY.
-
-        A full queue would make COMMIT itself fail; a skipped NOTIFY only delays the other
-        processes' polls (they answer at their timeout).
-        """
-        full = usage >= NOTIFY_FULL
-        if full != self._notify_full:
-            self._notify_full = full
-            if full:
-                log.error("the NOTIFY queue is %.0f%% full (a listening process is stalled); "
-                          "commits go on without waking other processes' polls", usage * 100)
-            else:
-                log.warning("the NOTIFY queue has room again; waking other processes resumed")
+        self._notify_full = queue_full(usage, self._notify_full)
 
     async def _committed(self, xid: int | None, exc: BaseException) -> bool:
         """Whether the transaction `xid` committed (its connection died during COMMIT)."""
