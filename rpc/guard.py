@@ -328,6 +328,19 @@ class GuardedServer(web.Server):
         """A protocol for one new connection."""
         return GuardedHandler(self, guard=self.guard, loop=self._loop, **self._kwargs)
 
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Let requests under way finish (up to `timeout`), but close at once connections
+        that can only wait. aiohttp's close() wakes a connection waiting for its next
+        request; one accepted as shutdown began starts waiting only afterwards, for a
+        request that it then ignores (no data is read once closing), until `timeout`."""
+        await asyncio.sleep(0)  # just-accepted connections reach their wait
+        for conn in list(self._connections):
+            waiter = conn._waiter
+            if (isinstance(conn, GuardedHandler) and waiter is not None and not waiter.done()
+                    and not conn._request_in_progress):
+                conn.drop()
+        await super().shutdown(timeout)
+
 
 class GuardedAppRunner(web.AppRunner):
     """`web.AppRunner` whose server is a `GuardedServer`."""
