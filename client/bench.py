@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.processes < 1:
         p.error("--processes must be at least 1")
-    if args.processes > 1 and "postgres" not in args.server_arg:
+    if args.processes > 1 and not any("postgres" in a for a in args.server_arg):
         p.error("several processes share one database: give --server-arg=--store "
                 "--server-arg=postgres and its --database-url")
     asyncio.run(run(args))

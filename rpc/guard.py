@@ -207,13 +207,17 @@ class GuardedHandler(web.RequestHandler):
         self.arriving = False
         self._disarm()
 
+    def waiting(self) -> bool:
+        """Waiting for a request: none under way, none received and not yet started."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._request_in_progress
+
     def idle(self) -> bool:
         """An idle keep-alive connection: it was answered and waits for its next request
         (one that never sent a request is the read deadline's)."""
-        waiter = self._waiter
-        return (self._request_count > 0 and waiter is not None and not waiter.done()
-                and not self._request_in_progress and not self.arriving and not self._messages
-                and self.transport is not None and not self.transport.get_write_buffer_size())
+        return (self._request_count > 0 and self.waiting() and not self.arriving
+                and not self._messages and self.transport is not None
+                and not self.transport.get_write_buffer_size())
 
     def idle_since(self) -> float:
         """When the connection became idle (its keep-alive deadline, same timeout for all)."""
@@ -335,9 +339,7 @@ class GuardedServer(web.Server):
         request that it then ignores (no data is read once closing), until `timeout`."""
         await asyncio.sleep(0)  # just-accepted connections reach their wait
         for conn in list(self._connections):
-            waiter = conn._waiter
-            if (isinstance(conn, GuardedHandler) and waiter is not None and not waiter.done()
-                    and not conn._request_in_progress):
+            if isinstance(conn, GuardedHandler) and conn.waiting():
                 conn.drop()
         await super().shutdown(timeout)
 

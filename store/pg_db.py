@@ -74,6 +74,10 @@ def sql_literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+# A write transaction's id and the NOTIFY queue's usage (see `XactInfo`), as columns.
+XACT_INFO = "SELECT txid_current(), pg_notification_queue_usage()"
+
+
 def notify_statements(payloads: list[str]) -> str:
     """NOTIFY of each payload, as statements to send ahead of COMMIT in one simple query."""
     return "".join(f"SELECT pg_notify('{CHANNEL}', {sql_literal(p)}); " for p in payloads)

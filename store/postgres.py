@@ -34,11 +34,11 @@ from store.coalesce import Coalescer, EventReads
 from store.migrations import migrate
 from store.models import EventRecord, Session, UserId
 from store.pg_db import (
-    BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING, NOTIFY_FULL,
+    BUSY_ERRORS, CHANNEL, COMMIT_LOOKUP, CONNECT_TIMEOUT, LISTEN_PING,
     READER_SETTINGS, REFUSED_ERRORS, RETRY_INTERVAL, WRITE_LOCK, WRITER_COMMAND_TIMEOUT,
     WRITER_SETTINGS, MigrationConn, NotCommitted, PgDb, client_keepalive, decode_wakeups,
-    encode_wakeups, is_lost, keep_analyzed, notify_statements, queue_full, reason_of,
-    safe_url,
+    XACT_INFO, encode_wakeups, is_lost, keep_analyzed, notify_statements, queue_full,
+    reason_of, safe_url,
 )
 from store.sql import Db, SqlTx, Wakeups, XactInfo
 
@@ -357,26 +357,18 @@ class PostgresStore(BatchingStore):
 
     def _learned(self, xact: XactInfo) -> None:
         self._xid = xact.xid
-        self._queue_usage(xact.notify_queue)
+        self._notify_full = queue_full(xact.notify_queue, self._notify_full)
 
     async def _commit(self, wakeups: Wakeups) -> None:
-        payloads = encode_wakeups(self.origin, wakeups)
-        if self._xid is not None:
-            # The transaction id (should the connection die during COMMIT, it tells whether
-            # the batch committed) and the NOTIFY queue's usage came with the batch's sends:
-            # NOTIFY and COMMIT go in one round trip.
-            notify = "" if self._notify_full else notify_statements(payloads)
-            await self._finish(notify + "COMMIT")
-            return
-        # Otherwise the transaction id comes with the NOTIFY (or alone): one round trip.
-        if payloads:
-            await self._notify(payloads[0])
-            for more in payloads[1:]:
-                if not self._notify_full:
-                    await self._wconn.execute("SELECT pg_notify($1, $2)", CHANNEL, more)
-        else:
-            self._xid = await self._wconn.fetchval("SELECT txid_current()")
-        await self._finish("COMMIT")
+        # The transaction id tells, should the connection die during COMMIT, whether the
+        # batch committed; the NOTIFY queue's usage, whether to NOTIFY. A batch of sends
+        # fetched both with their checks; any other batch asks (one round trip). NOTIFY
+        # (delivered only if, and when, the transaction commits) goes with the COMMIT.
+        if self._xid is None:
+            xid, usage = await self._wconn.fetchrow(XACT_INFO)
+            self._learned(XactInfo(int(xid), float(usage)))
+        payloads = [] if self._notify_full else encode_wakeups(self.origin, wakeups)
+        await self._finish(notify_statements(payloads) + "COMMIT")
 
     async def _finish(self, query: str) -> None:
         """Run `query`, ending in COMMIT; on success or a lost connection the transaction
@@ -403,19 +395,6 @@ class PostgresStore(BatchingStore):
         self._tx = None
         self.health.database_up()
         self.health.disk_ok("database")
-
-    async def _notify(self, payload: str) -> None:
-        """NOTIFY the other processes, unless a stalled listener has nearly filled the queue
-        (see `queue_full`); also learns the transaction id."""
-        # Delivered to listeners only if, and when, the transaction commits.
-        self._xid, usage = await self._wconn.fetchrow(
-            "SELECT txid_current(), u FROM pg_notification_queue_usage() AS u,"
-            " LATERAL (SELECT CASE WHEN u < $3 THEN pg_notify($1, $2) END) AS sent",
-            CHANNEL, payload, NOTIFY_FULL)
-        self._queue_usage(usage)
-
-    def _queue_usage(self, usage: float) -> None:
-        self._notify_full = queue_full(usage, self._notify_full)
 
     async def _committed(self, xid: int | None, exc: BaseException) -> bool:
         """Whether the transaction `xid` committed (its connection died during COMMIT)."""

@@ -111,10 +111,12 @@ class MessagesSql(EventsSql):
         with a seq taken for each send's event (in the order of `keys`), and what the
         transaction's commit needs to know (its id, the NOTIFY queue's usage)."""
         rows = await self.db.fetchall(
-            f"SELECT q.i, {_SEND_COLS}, txid_current(), pg_notification_queue_usage(),"
-            " nextval('events_seq_seq')"
+            f"SELECT q.i, {_SEND_COLS}, x.xid, x.usage, nextval('events_seq_seq')"
             " FROM unnest(?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY"
             " AS q(author_id, chat_id, client_key, i)"
+            # once, not per send: the transaction's id and the NOTIFY queue's usage
+            " CROSS JOIN (SELECT txid_current() AS xid,"
+            " pg_notification_queue_usage() AS usage OFFSET 0) x"
             " JOIN users u ON u.user_id = q.author_id"
             " LEFT JOIN chats c ON c.chat_id = q.chat_id"
             " LEFT JOIN members mb ON mb.chat_id = c.chat_id AND mb.user_id = u.user_id"
